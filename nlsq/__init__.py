@@ -1,0 +1,11 @@
+"""nlsq: nonlinear least-squares curve fitting on JAX, a drop-in for scipy's.
+
+Importing nlsq changes nothing global: it does not enable 64-bit mode, set
+environment variables or add logging handlers.
+"""
+
+from nlsq.api.curve_fit import curve_fit
+from nlsq.api.least_squares import least_squares
+
+__all__ = ["curve_fit", "least_squares"]
+__version__ = "0.1.0"

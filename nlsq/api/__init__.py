@@ -1,0 +1,1 @@
+"""Public entry points with scipy's signatures."""

@@ -1,0 +1,321 @@
+"""``nlsq.curve_fit``: scipy's ``curve_fit`` on the compiled TRF solver."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+from scipy.linalg import LinAlgError, cholesky
+from scipy.optimize import Bounds, OptimizeWarning
+
+from nlsq.api.least_squares import solve, validate_options
+from nlsq.bounds import prepare_bounds
+
+
+def _number_of_parameters(f: Callable) -> int:
+    """Parameters of ``f(x, p1, ..., pn)`` counted from its signature, as scipy does."""
+    try:
+        signature = inspect.signature(f)
+    except (TypeError, ValueError) as error:
+        raise ValueError("Unable to determine number of fit parameters.") from error
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(positional) < 2:
+        raise ValueError("Unable to determine number of fit parameters.")
+    return len(positional) - 1
+
+
+def _initialize_feasible(lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
+    """Default ``p0``: 1, the midpoint of a finite box, or 1 inside a one-sided bound."""
+    p0 = np.ones_like(lb)
+    lb_finite, ub_finite = np.isfinite(lb), np.isfinite(ub)
+    both = lb_finite & ub_finite
+    p0[both] = 0.5 * (lb[both] + ub[both])
+    only_lower = lb_finite & ~ub_finite
+    p0[only_lower] = lb[only_lower] + 1
+    only_upper = ~lb_finite & ub_finite
+    p0[only_upper] = ub[only_upper] - 1
+    return p0
+
+
+def _is_array_like(xdata: Any) -> bool:
+    return isinstance(xdata, list | tuple | np.ndarray | jax.Array)
+
+
+def _omit_nan(
+    xdata: np.ndarray, ydata: np.ndarray, sigma: Any
+) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Drop the points where ``ydata`` or any ``xdata`` coordinate is NaN."""
+    has_nan = np.isnan(xdata)
+    has_nan = has_nan.any(axis=tuple(range(has_nan.ndim - 1)))
+    has_nan |= np.isnan(ydata)
+    keep = ~has_nan
+    if sigma is not None:
+        sigma = np.asarray(sigma)
+        if sigma.ndim == 1:
+            sigma = sigma[keep]
+        elif sigma.ndim == 2:
+            sigma = sigma[keep][:, keep]
+    return xdata[..., keep], ydata[keep], sigma
+
+
+def _contains_nan(a: Any) -> bool:
+    try:
+        return bool(np.isnan(np.sum(np.asarray(a, dtype=float))))
+    except (TypeError, ValueError):
+        return False
+
+
+def _sigma_transform(sigma: Any, size: int) -> tuple[str, np.ndarray | None]:
+    """scipy's weighting: ``1/sigma`` for errors, the Cholesky factor for a covariance."""
+    if sigma is None:
+        return "none", None
+    sigma = np.asarray(sigma, dtype=float)
+    if sigma.size == 1 or sigma.shape == (size,):
+        return "diagonal", 1.0 / sigma
+    if sigma.shape == (size, size):
+        try:
+            return "covariance", cholesky(sigma, lower=True)
+        except LinAlgError as error:
+            raise ValueError("`sigma` must be positive definite.") from error
+    raise ValueError("`sigma` has incorrect shape.")
+
+
+def _weighted(kind: str, transform: jax.Array | None, values: jax.Array) -> jax.Array:
+    if kind == "diagonal":
+        return transform.reshape(transform.shape + (1,) * (values.ndim - 1)) * values
+    if kind == "covariance":
+        return jsl.solve_triangular(transform, values, lower=True)
+    return values
+
+
+def _model_residual(f: Callable, kind: str) -> Callable:
+    def residual(p: jax.Array, data: tuple) -> jax.Array:
+        xdata, ydata, transform = data
+        model = jnp.asarray(f(xdata, *p))
+        try:
+            np.broadcast_shapes(model.shape, ydata.shape)
+        except ValueError as error:
+            raise ValueError(
+                f"The model returned shape {model.shape}, which does not match "
+                f"`ydata` of shape {ydata.shape}."
+            ) from error
+        return _weighted(kind, transform, model - ydata)
+
+    return residual
+
+
+def _model_jacobian(jac: Callable, kind: str) -> Callable:
+    def jacobian(p: jax.Array, data: tuple) -> jax.Array:
+        xdata, _, transform = data
+        return _weighted(kind, transform, jnp.asarray(jac(xdata, *p)))
+
+    return jacobian
+
+
+def curve_fit(
+    f: Callable,
+    xdata: Any,
+    ydata: Any,
+    p0: Any = None,
+    sigma: Any = None,
+    absolute_sigma: bool = False,
+    check_finite: bool | None = None,
+    bounds: Any = (-np.inf, np.inf),
+    method: str | None = None,
+    jac: Callable | str | None = None,
+    *,
+    full_output: bool = False,
+    nan_policy: str | None = None,
+    **kwargs: Any,
+):
+    """Use non-linear least squares to fit a function, ``f``, to data.
+
+    A drop-in for :func:`scipy.optimize.curve_fit`: same signature, results,
+    exceptions and warnings, with the fit running as one compiled JAX program.
+    Assumes ``ydata = f(xdata, *params) + eps``.
+
+    Parameters
+    ----------
+    f : callable
+        The model ``f(x, p1, p2, ...)``, written with ``jax.numpy``.
+    xdata : array_like or pytree of arrays
+        The independent variable, of any shape (e.g. ``(k, M)`` for k predictors).
+    ydata : array_like
+        The dependent data, length ``M``.
+    p0 : array_like, optional
+        Initial guess; by default 1 for each parameter (inside the bounds if given),
+        with the number of parameters taken from the signature of ``f``.
+    sigma : None or scalar or M-length or MxM array_like, optional
+        Uncertainty of ``ydata``: standard deviations (1-D) or a covariance matrix
+        (2-D), as in scipy.
+    absolute_sigma : bool, optional
+        If True, ``sigma`` is absolute and ``pcov`` is not rescaled by the reduced
+        chi-square.
+    check_finite : bool, optional
+        Check the inputs for NaN/inf (default: True unless ``nan_policy`` is given).
+    bounds : 2-tuple of array_like or `scipy.optimize.Bounds`, optional
+        Bounds on the parameters.
+    method : {None, 'trf'}, optional
+        nlsq always uses 'trf' (scipy uses 'lm' for unbounded problems by default).
+    jac : callable or None, optional
+        ``jac(x, p1, ...)`` returning the (M, n) Jacobian of the model; by default
+        the exact Jacobian from JAX autodiff.
+    full_output : bool, optional
+        Also return ``infodict, mesg, ier`` as scipy does.
+    nan_policy : {'raise', 'omit', None}, optional
+        What to do with NaNs in the input, as in scipy.
+    **kwargs
+        Passed to :func:`nlsq.least_squares` (``ftol``, ``xtol``, ``gtol``,
+        ``x_scale``, ``loss``, ``f_scale``, ``max_nfev``/``maxfev``, ``verbose``,
+        ``dtype``, ...).
+
+    Returns
+    -------
+    popt : ndarray
+        Optimal parameters.
+    pcov : ndarray
+        Estimated covariance of ``popt``.
+    infodict, mesg, ier
+        Only with ``full_output=True``.
+
+    Raises
+    ------
+    ValueError
+        For invalid input, as scipy.
+    RuntimeError
+        If the fit does not converge.
+    OptimizeWarning
+        (warning) If the covariance cannot be estimated.
+    """
+    if p0 is None:
+        n = _number_of_parameters(f)
+    else:
+        p0 = np.atleast_1d(p0)
+        n = p0.size
+
+    if isinstance(bounds, Bounds):
+        lb, ub = prepare_bounds((bounds.lb, bounds.ub), n)
+    else:
+        lb, ub = prepare_bounds(bounds, n)
+    if p0 is None:
+        p0 = _initialize_feasible(lb, ub)
+
+    bounded_problem = bool(np.any((lb > -np.inf) | (ub < np.inf)))
+    user_chose_method = method is not None
+    if method is None:
+        method = "trf"
+    if method == "lm" and bounded_problem:
+        raise ValueError(
+            "Method 'lm' only works for unconstrained problems. Use 'trf' or 'dogbox' instead."
+        )
+
+    if check_finite is None:
+        check_finite = nan_policy is None
+    if check_finite:
+        ydata = np.asarray_chkfinite(ydata, float)
+    else:
+        ydata = np.asarray(ydata, float)
+    if _is_array_like(xdata):
+        xdata = np.asarray_chkfinite(xdata, float) if check_finite else np.asarray(xdata, float)
+    if ydata.size == 0:
+        raise ValueError("`ydata` must not be empty!")
+
+    if not check_finite and nan_policy is not None:
+        if nan_policy == "propagate":
+            raise ValueError("`nan_policy='propagate'` is not supported by this function.")
+        if nan_policy not in ("raise", "omit"):
+            raise ValueError("nan_policy must be one of {None, 'raise', 'omit'}")
+        contains_nan = _contains_nan(xdata) or _contains_nan(ydata)
+        if contains_nan and nan_policy == "raise":
+            raise ValueError("The input contains nan values")
+        if contains_nan:
+            xdata, ydata, sigma = _omit_nan(xdata, ydata, sigma)
+
+    kind, transform = _sigma_transform(sigma, ydata.size)
+
+    if "args" in kwargs:
+        raise ValueError("'args' is not a supported keyword argument.")
+    if not user_chose_method and not bounded_problem and ydata.size != 1 and n > ydata.size:
+        # scipy's default for this problem is 'lm', which refuses it.
+        raise TypeError(
+            f"The number of func parameters={n} must not exceed the number of "
+            f"data points={ydata.size}"
+        )
+    if "max_nfev" not in kwargs:
+        kwargs["max_nfev"] = kwargs.pop("maxfev", None)
+
+    options = validate_options(
+        p0,
+        jac=jac,
+        bounds=(lb, ub),
+        method=method,
+        ftol=kwargs.pop("ftol", 1e-8),
+        xtol=kwargs.pop("xtol", 1e-8),
+        gtol=kwargs.pop("gtol", 1e-8),
+        x_scale=kwargs.pop("x_scale", None),
+        loss=kwargs.pop("loss", "linear"),
+        f_scale=kwargs.pop("f_scale", 1.0),
+        tr_solver=kwargs.pop("tr_solver", None),
+        jac_sparsity=kwargs.pop("jac_sparsity", None),
+        max_nfev=kwargs.pop("max_nfev"),
+        verbose=kwargs.pop("verbose", 0),
+        callback=kwargs.pop("callback", None),
+        dtype=kwargs.pop("dtype", None),
+    )
+    for ignored in ("diff_step", "tr_options", "workers"):
+        kwargs.pop(ignored, None)
+    if kwargs:
+        raise TypeError(f"curve_fit() got unexpected keyword arguments: {sorted(kwargs)}")
+
+    real = options.dtype
+    data = (
+        jax.tree.map(lambda leaf: np.asarray(leaf, real), xdata)
+        if _is_array_like(xdata)
+        else xdata,
+        ydata.astype(real),
+        None if transform is None else transform.astype(real),
+    )
+
+    def build():
+        residual = _model_residual(f, kind)
+        return residual, None if jac is None else _model_jacobian(jac, kind)
+
+    res, pcov = solve(options, ("curve_fit", f, jac, kind), build, data, with_covariance=True)
+    if not res.success:
+        raise RuntimeError("Optimal parameters not found: " + res.message)
+
+    popt = res.x
+    ysize = len(res.fun)
+    cost = 2 * res.cost
+    pcov = np.array(pcov, dtype=float)
+    warn_cov = False
+    if np.isnan(pcov).any():
+        pcov.fill(np.inf)
+        warn_cov = True
+    elif not absolute_sigma:
+        if ysize > p0.size:
+            pcov = pcov * (cost / (ysize - p0.size))
+        else:
+            pcov.fill(np.inf)
+            warn_cov = True
+    if warn_cov:
+        warnings.warn(
+            "Covariance of the parameters could not be estimated",
+            category=OptimizeWarning,
+            stacklevel=2,
+        )
+
+    if full_output:
+        infodict = {"nfev": res.nfev, "fvec": res.fun}
+        return popt, pcov, infodict, res.message, res.status
+    return popt, pcov

@@ -1,0 +1,393 @@
+"""``nlsq.least_squares``: scipy's ``least_squares`` on the compiled TRF solver."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+from scipy.optimize import Bounds, OptimizeResult
+
+from nlsq.api.program import SolverInputs, SolverSpec, cached_program, run_program
+from nlsq.bounds import prepare_bounds
+from nlsq.loss import BUILTIN_LOSSES
+from nlsq.precision import resolve_dtype
+from nlsq.result import to_optimize_result
+from nlsq.solvers.termination import INITIAL_NOT_FINITE
+from nlsq.solvers.trf import print_header
+
+EPS = np.finfo(float).eps
+
+FINITE_DIFFERENCE_SCHEMES = ("2-point", "3-point", "cs")
+
+
+@dataclass(frozen=True)
+class ValidatedOptions:
+    """``least_squares`` options after scipy's validation and defaults."""
+
+    inputs: SolverInputs
+    bounded: bool
+    jac_scale: bool
+    loss: str | Callable
+    verbose: int
+    dtype: type[np.floating]
+
+
+def _check_tolerance(tol: float | None, name: str) -> float:
+    if tol is None:
+        return 0.0
+    if tol < EPS:
+        warnings.warn(
+            f"Setting `{name}` below the machine epsilon ({EPS:.2e}) effectively "
+            f"disables the corresponding termination condition.",
+            stacklevel=4,
+        )
+    return float(tol)
+
+
+def _check_x_scale(x_scale: Any, x0: np.ndarray) -> np.ndarray | str:
+    if x_scale is None:
+        x_scale = 1.0
+    if isinstance(x_scale, str) and x_scale == "jac":
+        return x_scale
+    try:
+        x_scale = np.asarray(x_scale, dtype=float)
+        valid = bool(np.all(np.isfinite(x_scale)) and np.all(x_scale > 0))
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:
+        raise ValueError("`x_scale` must be 'jac' or array_like with positive numbers.")
+    if x_scale.ndim == 0:
+        x_scale = np.resize(x_scale, x0.shape)
+    if x_scale.shape != x0.shape:
+        raise ValueError("Inconsistent shapes between `x_scale` and `x0`.")
+    return x_scale
+
+
+def validate_options(
+    x0: Any,
+    *,
+    jac: Any,
+    bounds: Any,
+    method: str,
+    ftol: float | None,
+    xtol: float | None,
+    gtol: float | None,
+    x_scale: Any,
+    loss: str | Callable,
+    f_scale: float,
+    tr_solver: str | None,
+    jac_sparsity: Any,
+    max_nfev: int | None,
+    verbose: int,
+    callback: Callable | None,
+    dtype: Any,
+) -> ValidatedOptions:
+    """Validate ``least_squares`` arguments in scipy's order, with scipy's messages.
+
+    Raises
+    ------
+    ValueError
+        For any invalid argument, as scipy does.
+    NotImplementedError
+        For scipy options nlsq does not provide.
+    """
+    if method not in ("trf", "dogbox", "lm"):
+        raise ValueError("`method` must be 'trf', 'dogbox' or 'lm'.")
+    if jac is not None and jac not in FINITE_DIFFERENCE_SCHEMES and not callable(jac):
+        raise ValueError("`jac` must be '2-point', '3-point', 'cs' or callable.")
+    if tr_solver not in (None, "exact", "lsmr"):
+        raise ValueError("`tr_solver` must be None, 'exact' or 'lsmr'.")
+    if not callable(loss) and loss not in BUILTIN_LOSSES:
+        raise ValueError(f"`loss` must be one of {BUILTIN_LOSSES.keys()} or a callable.")
+    if method == "lm" and loss != "linear":
+        raise ValueError("method='lm' supports only 'linear' loss function.")
+    if verbose not in (0, 1, 2):
+        raise ValueError("`verbose` must be in [0, 1, 2].")
+    if max_nfev is not None and max_nfev <= 0:
+        raise ValueError("`max_nfev` must be None or positive integer.")
+    if np.iscomplexobj(x0):
+        raise ValueError("`x0` must be real.")
+    x0 = np.atleast_1d(np.asarray(x0)).astype(float)
+    if x0.ndim > 1:
+        raise ValueError("`x0` must have at most 1 dimension.")
+
+    if isinstance(bounds, Bounds):
+        lb, ub = prepare_bounds((bounds.lb, bounds.ub), x0.shape[0])
+    elif len(bounds) == 2:
+        lb, ub = prepare_bounds(bounds, x0.shape[0])
+    else:
+        raise ValueError("`bounds` must contain 2 elements.")
+    bounded = bool(np.any(np.isfinite(lb)) or np.any(np.isfinite(ub)))
+    if method == "lm" and bounded:
+        raise ValueError("Method 'lm' doesn't support bounds.")
+    if lb.shape != x0.shape or ub.shape != x0.shape:
+        raise ValueError("Inconsistent shapes between bounds and `x0`.")
+    if np.any(lb >= ub):
+        raise ValueError("Each lower bound must be strictly less than each upper bound.")
+    if not np.all((x0 >= lb) & (x0 <= ub)):
+        raise ValueError("Initial guess is outside of provided bounds")
+
+    x_scale = _check_x_scale(x_scale, x0)
+    ftol = _check_tolerance(ftol, "ftol")
+    xtol = _check_tolerance(xtol, "xtol")
+    gtol = _check_tolerance(gtol, "gtol")
+    if method == "lm" and (ftol < EPS or xtol < EPS or gtol < EPS):
+        raise ValueError(
+            f"All tolerances must be higher than machine epsilon ({EPS:.2e}) for method 'lm'."
+        )
+    if ftol < EPS and xtol < EPS and gtol < EPS:
+        raise ValueError(
+            f"At least one of the tolerances must be higher than machine epsilon ({EPS:.2e})."
+        )
+
+    # Options of scipy's that this solver does not provide: refuse them loudly
+    # rather than silently solving a different problem.
+    if method != "trf":
+        raise NotImplementedError(f"method={method!r} is not available in nlsq; use 'trf'.")
+    if isinstance(jac, str):
+        raise NotImplementedError(
+            f"jac={jac!r} (finite differences) is not available in nlsq; pass jac=None "
+            "for an exact Jacobian by JAX autodiff, or a callable."
+        )
+    if tr_solver == "lsmr":
+        raise NotImplementedError(
+            "tr_solver='lsmr' is not available in nlsq; the exact (SVD) solver is used "
+            "with tr_solver=None or 'exact'."
+        )
+    if jac_sparsity is not None:
+        raise NotImplementedError("`jac_sparsity` is not supported by nlsq.")
+    if callback is not None:
+        raise NotImplementedError("`callback` is not supported by nlsq.")
+
+    jac_scale = isinstance(x_scale, str)
+    n = x0.shape[0]
+    return ValidatedOptions(
+        inputs=SolverInputs(
+            x0=x0,
+            lb=lb,
+            ub=ub,
+            ftol=ftol,
+            xtol=xtol,
+            gtol=gtol,
+            max_nfev=100 * n if max_nfev is None else int(max_nfev),
+            x_scale=np.ones(n) if jac_scale else x_scale,
+            f_scale=float(f_scale),
+        ),
+        bounded=bounded,
+        jac_scale=jac_scale,
+        loss=loss,
+        verbose=verbose,
+        dtype=resolve_dtype(dtype),
+    )
+
+
+def solve(
+    options: ValidatedOptions,
+    model_key: Any,
+    build: Callable,
+    data: Any,
+    *,
+    with_covariance: bool,
+) -> tuple[OptimizeResult, np.ndarray | None]:
+    """Run the cached compiled program for a validated problem.
+
+    Returns
+    -------
+    result : OptimizeResult
+    pcov_unscaled : ndarray or None
+        ``pinv(J^T J)`` at the solution when ``with_covariance``.
+
+    Raises
+    ------
+    ValueError
+        If the residuals at the initial point are not finite.
+    """
+    spec = SolverSpec(
+        bounded=options.bounded,
+        loss=options.loss,
+        jac_scale=options.jac_scale,
+        verbose=options.verbose,
+        with_covariance=with_covariance,
+        dtype=np.dtype(options.dtype).name,
+    )
+    program = cached_program(model_key, spec, build)
+    if options.verbose == 2:
+        print_header()
+    raw, pcov = run_program(program, options.inputs, data, options.dtype)
+    if int(raw.status) == INITIAL_NOT_FINITE:
+        raise ValueError("Residuals are not finite in the initial point.")
+    result = to_optimize_result(raw)
+    if options.verbose >= 1:
+        print(result.message)
+        print(
+            f"Function evaluations {result.nfev}, initial cost {float(raw.initial_cost):.4e}, "
+            f"final cost {result.cost:.4e}, "
+            f"first-order optimality {result.optimality:.2e}."
+        )
+    return result, pcov
+
+
+def _is_dynamic(leaf: Any) -> bool:
+    """Arrays and floats are traced; ints, strings and objects stay Python values."""
+    return isinstance(leaf, np.ndarray | jax.Array | float | np.floating)
+
+
+def _split_arguments(args: tuple, kwargs: dict, dtype: type[np.floating]):
+    """Split ``(args, kwargs)`` into traced leaves and a hashable static description."""
+    leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)))
+    dynamic_mask = tuple(_is_dynamic(leaf) for leaf in leaves)
+    dynamic = []
+    for leaf, is_dynamic in zip(leaves, dynamic_mask, strict=True):
+        if is_dynamic:
+            leaf = np.asarray(leaf)
+            if np.issubdtype(leaf.dtype, np.floating):
+                leaf = leaf.astype(dtype)
+            dynamic.append(leaf)
+    static = tuple(leaf for leaf, d in zip(leaves, dynamic_mask, strict=True) if not d)
+
+    def merge(dynamic_leaves: list) -> tuple[tuple, dict]:
+        dynamic_iter, static_iter = iter(dynamic_leaves), iter(static)
+        merged = [next(dynamic_iter) if d else next(static_iter) for d in dynamic_mask]
+        return jax.tree.unflatten(treedef, merged)
+
+    return dynamic, (treedef, dynamic_mask, static), merge
+
+
+def least_squares(
+    fun: Callable,
+    x0: Any,
+    jac: Callable | str | None = None,
+    bounds: Any = (-np.inf, np.inf),
+    method: str = "trf",
+    ftol: float | None = 1e-8,
+    xtol: float | None = 1e-8,
+    gtol: float | None = 1e-8,
+    x_scale: Any = None,
+    loss: str | Callable = "linear",
+    f_scale: float = 1.0,
+    diff_step: Any = None,
+    tr_solver: str | None = None,
+    tr_options: dict | None = None,
+    jac_sparsity: Any = None,
+    max_nfev: int | None = None,
+    verbose: int = 0,
+    args: tuple = (),
+    kwargs: dict | None = None,
+    callback: Callable | None = None,
+    workers: Any = None,
+    *,
+    dtype: Any = None,
+) -> OptimizeResult:
+    """Solve a nonlinear least-squares problem with bounds on the variables.
+
+    A drop-in for :func:`scipy.optimize.least_squares` whose solver runs as one
+    compiled JAX program. Given residuals ``f(x)`` (an m-D real function of n real
+    variables) and a loss function ``rho(s)``, finds a local minimum of
+    ``F(x) = 0.5 * sum(rho(f_i(x)**2))`` subject to ``lb <= x <= ub``.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args, **kwargs)`` returning the residuals, shape (m,), written with
+        ``jax.numpy`` so that it can be traced and differentiated.
+    x0 : array_like, shape (n,) or float
+        Initial guess.
+    jac : None or callable, optional
+        ``None`` (default): exact Jacobian by JAX forward-mode autodiff. A callable
+        ``jac(x, *args, **kwargs)`` returning shape (m, n) is used as given (it must
+        be traceable by JAX). scipy's finite-difference schemes ('2-point', '3-point',
+        'cs') raise ``NotImplementedError``.
+    bounds : 2-tuple of array_like or `scipy.optimize.Bounds`, optional
+        Lower and upper bounds on the variables; ``np.inf`` with a sign disables a
+        bound. Default: no bounds.
+    method : {'trf'}, optional
+        Trust Region Reflective. scipy's 'dogbox' and 'lm' raise
+        ``NotImplementedError``.
+    ftol, xtol, gtol : float or None, optional
+        Tolerances for termination by the change of the cost, of the variables and
+        by the norm of the scaled gradient, as in scipy. ``None`` disables a test.
+    x_scale : array_like or 'jac', optional
+        Characteristic scale of each variable. Default 1.0; 'jac' uses the inverse
+        norms of the Jacobian's columns.
+    loss : {'linear', 'soft_l1', 'huber', 'cauchy', 'arctan'} or callable, optional
+        Loss function; a callable ``rho(z)`` must return shape (3, m) (value, first
+        and second derivative) and be traceable by JAX.
+    f_scale : float, optional
+        Soft margin between inlier and outlier residuals. Default 1.0.
+    diff_step : None, optional
+        Only used by finite differences in scipy; ignored here.
+    tr_solver : {None, 'exact'}, optional
+        Trust-region subproblem solver; only the exact (SVD) one is available.
+    tr_options : dict, optional
+        Ignored (no option applies to the exact solver).
+    jac_sparsity : None, optional
+        Not supported.
+    max_nfev : None or int, optional
+        Maximum number of function evaluations; default ``100 * n``.
+    verbose : {0, 1, 2}, optional
+        1 prints a termination report, 2 also prints progress per iteration.
+    args, kwargs : tuple and dict, optional
+        Extra arguments of `fun` and `jac`. Arrays and floats among them are passed
+        to the compiled program as data (new values do not recompile); ints,
+        strings and other objects are treated as constants of the program.
+    callback : None, optional
+        Not supported.
+    workers : optional
+        Accepted for compatibility and ignored (no finite differences to parallelise).
+    dtype : {None, 'float64', 'float32'}, optional
+        Working precision (nlsq extension). Default float64.
+
+    Returns
+    -------
+    OptimizeResult
+        With fields ``x, cost, fun, jac, grad, optimality, active_mask, nfev, njev,
+        status, message, success``, as scipy's.
+
+    Raises
+    ------
+    ValueError
+        For invalid arguments (scipy's messages), or when the residuals at ``x0``
+        are not finite.
+    """
+    options = validate_options(
+        x0,
+        jac=jac,
+        bounds=bounds,
+        method=method,
+        ftol=ftol,
+        xtol=xtol,
+        gtol=gtol,
+        x_scale=x_scale,
+        loss=loss,
+        f_scale=f_scale,
+        tr_solver=tr_solver,
+        jac_sparsity=jac_sparsity,
+        max_nfev=max_nfev,
+        verbose=verbose,
+        callback=callback,
+        dtype=dtype,
+    )
+    dynamic, static_key, merge = _split_arguments(args, kwargs or {}, options.dtype)
+
+    def build():
+        def residual(x, data):
+            call_args, call_kwargs = merge(data)
+            return fun(x, *call_args, **call_kwargs)
+
+        if jac is None:
+            return residual, None
+
+        def jacobian(x, data):
+            call_args, call_kwargs = merge(data)
+            return jac(x, *call_args, **call_kwargs)
+
+        return residual, jacobian
+
+    result, _ = solve(
+        options, ("least_squares", fun, jac, static_key), build, dynamic, with_covariance=False
+    )
+    return result

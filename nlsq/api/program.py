@@ -1,0 +1,176 @@
+"""Building, caching and running the compiled solver program.
+
+The public functions validate their inputs eagerly (NumPy, scipy's messages), then
+describe the problem as a residual function ``residual(x, data)`` plus a pytree of
+arrays ``data``. Everything that would change the traced program goes into a
+:class:`SolverSpec` and the cache key; everything else (data, starting point, bounds,
+tolerances, scales, evaluation budget) is an argument of the jitted program, so new
+values never trigger a compile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nlsq.cache import programs
+from nlsq.covariance import unscaled_covariance
+from nlsq.loss import LossFunction, resolve_loss
+from nlsq.solvers.trf import TRFResult, trf
+
+Residual = Callable[[jax.Array, Any], jax.Array]
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """Static configuration of a compiled program (part of the cache key)."""
+
+    bounded: bool
+    loss: str | LossFunction
+    jac_scale: bool
+    verbose: int
+    with_covariance: bool
+    dtype: str
+
+
+@dataclass(frozen=True)
+class SolverInputs:
+    """Dynamic inputs of a compiled program (never part of the cache key)."""
+
+    x0: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    ftol: float
+    xtol: float
+    gtol: float
+    max_nfev: int
+    x_scale: np.ndarray
+    f_scale: float
+
+
+def _as_residual_vector(f: Any, dtype: np.dtype) -> jax.Array:
+    """Check the model's output like scipy (at most 1-D, real) and cast it."""
+    f = jnp.asarray(f)
+    if f.ndim > 1:
+        raise ValueError(f"`fun` must return at most 1-d array_like. f0.shape: {f.shape}")
+    if jnp.iscomplexobj(f):
+        raise TypeError("`fun` returned complex values; residuals must be real.")
+    return jnp.atleast_1d(f).astype(dtype)
+
+
+def _checked_loss(loss: LossFunction) -> LossFunction:
+    def rho(z: jax.Array) -> jax.Array:
+        value = jnp.asarray(loss(z))
+        if value.shape != (3, z.shape[0]):
+            raise ValueError("The return value of `loss` callable has wrong shape.")
+        return value
+
+    return rho
+
+
+def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpec) -> Callable:
+    """Jit one whole fit: TRF iterations and, optionally, the unscaled covariance.
+
+    Parameters
+    ----------
+    residual : callable
+        ``residual(x, data) -> f`` written with ``jax.numpy``.
+    jacobian : callable or None
+        ``jacobian(x, data) -> J`` of shape (m, n); ``None`` differentiates
+        ``residual`` with forward-mode autodiff.
+    spec : SolverSpec
+        Static options.
+
+    Returns
+    -------
+    callable
+        ``program(x0, lb, ub, data, ftol, xtol, gtol, max_nfev, x_scale, f_scale)``
+        returning ``(TRFResult, pcov_unscaled or None)``.
+    """
+    dtype = np.dtype(spec.dtype)
+    loss = resolve_loss(spec.loss)
+    if callable(spec.loss):
+        loss = _checked_loss(loss)
+
+    def program(x0, lb, ub, data, ftol, xtol, gtol, max_nfev, x_scale, f_scale):
+        def fun(x: jax.Array) -> jax.Array:
+            return _as_residual_vector(residual(x, data), dtype)
+
+        if jacobian is None:
+            jac = jax.jacfwd(fun)
+        else:
+            m = jax.eval_shape(fun, x0).shape[0]
+            n = x0.shape[0]
+
+            def jac(x: jax.Array) -> jax.Array:
+                J = jnp.asarray(jacobian(x, data)).astype(dtype)
+                if J.shape != (m, n):
+                    raise ValueError(
+                        "The return value of `jac` has wrong shape: expected "
+                        f"{(m, n)}, actual {J.shape}."
+                    )
+                return J
+
+        raw = trf(
+            fun,
+            jac,
+            x0,
+            lb,
+            ub,
+            ftol,
+            xtol,
+            gtol,
+            max_nfev,
+            x_scale,
+            f_scale,
+            bounded=spec.bounded,
+            loss=loss,
+            jac_scale=spec.jac_scale,
+            verbose=spec.verbose,
+        )
+        pcov = unscaled_covariance(raw.jac) if spec.with_covariance else None
+        return raw, pcov
+
+    return jax.jit(program)
+
+
+def cached_program(
+    model_key: Hashable | None,
+    spec: SolverSpec,
+    build: Callable[[], tuple[Residual, Residual | None]],
+) -> Callable:
+    """The compiled program for ``(model_key, spec)``, built on first use."""
+    key = None
+    if model_key is not None:
+        key = (model_key, spec)
+        try:
+            hash(key)
+        except TypeError:
+            key = None
+    return programs.get_or_build(key, lambda: build_program(*build(), spec))
+
+
+def run_program(
+    program: Callable, inputs: SolverInputs, data: Any, dtype: np.dtype
+) -> tuple[TRFResult, np.ndarray | None]:
+    """Call the compiled program once (64-bit mode on for nlsq only) and fetch results."""
+    real = np.dtype(dtype)
+    with jax.enable_x64(True):
+        raw, pcov = program(
+            inputs.x0.astype(real),
+            inputs.lb.astype(real),
+            inputs.ub.astype(real),
+            data,
+            np.asarray(inputs.ftol, real),
+            np.asarray(inputs.xtol, real),
+            np.asarray(inputs.gtol, real),
+            np.asarray(inputs.max_nfev, np.int64),
+            inputs.x_scale.astype(real),
+            np.asarray(inputs.f_scale, real),
+        )
+        return jax.device_get((raw, pcov))

@@ -1,0 +1,1 @@
+"""Compiled nonlinear least-squares solvers."""
