@@ -1,6 +1,8 @@
 """NIST StRD nonlinear regression: ``nlsq.curve_fit`` must reproduce the certified values.
 
-Every one of the 27 problems is fitted from both NIST starting points with default settings.
+Every one of the 27 problems is fitted from both NIST starting points, once with default
+settings (scipy's tolerances and evaluation budget) and once with tight settings that show
+what the solver reaches when the stopping rules do not cut it short.
 Accuracy is measured with the log relative error (LRE), the number of correct significant
 digits: ``LRE = -log10(|estimate - certified| / |certified|)`` (McCullough, 1998).
 """
@@ -23,8 +25,34 @@ STDERR_MIN_LRE = 3.0
 #: LRE reported when the estimate equals the certified value exactly.
 MAX_LRE = 15.0
 
+#: Cases that fall short with scipy's default stopping rules, and why. scipy's own default
+#: solver ('lm' with finite differences) misses 9 of the 54.
+SHORT_WITH_DEFAULTS = {
+    ("MGH17", "start1"): "needs more than the default 100 * n function evaluations",
+    ("Bennett5", "start1"): "needs more than the default 100 * n function evaluations",
+    ("ENSO", "start1"): "ftol=1e-8 stops while b8 is still moving (flat cost valley)",
+    ("ENSO", "start2"): "ftol=1e-8 stops while b8 is still moving (flat cost valley)",
+    ("MGH09", "start1"): "ftol=1e-8 stops at LRE ~3.9 for b2",
+    ("MGH09", "start2"): "ftol=1e-8 stops at LRE ~3.9 for b2",
+    ("Lanczos1", "start1"): "RSS 1.4e-25: ftol=1e-8 stops before the RSS, and so the "
+    "standard errors, are accurate (parameters reach LRE > 10)",
+    ("Lanczos1", "start2"): "RSS 1.4e-25: ftol=1e-8 stops before the RSS, and so the "
+    "standard errors, are accurate (parameters reach LRE > 10)",
+}
+
+TIGHT_SETTINGS = {"ftol": 1e-15, "xtol": 1e-15, "gtol": 1e-15, "max_nfev": 10_000}
+
+
+def _case(name: str, start: str, settings: str) -> pytest.param:
+    marks = []
+    if settings == "default" and (name, start) in SHORT_WITH_DEFAULTS:
+        marks.append(pytest.mark.xfail(reason=SHORT_WITH_DEFAULTS[name, start], strict=True))
+    return pytest.param(name, start, settings, id=f"{name}-{start}-{settings}", marks=marks)
+
+
 CASES = [
-    pytest.param(name, start, id=f"{name}-{start}")
+    _case(name, start, settings)
+    for settings in ("default", "tight")
     for name in NAMES
     for start in ("start1", "start2")
 ]
@@ -68,11 +96,12 @@ def _lre_table(
 
 
 @pytest.mark.nist
-@pytest.mark.parametrize(("name", "start"), CASES)
-def test_certified_values(name: str, start: str) -> None:
+@pytest.mark.parametrize(("name", "start", "settings"), CASES)
+def test_certified_values(name: str, start: str, settings: str) -> None:
     problem = load(name)
     p0 = getattr(problem, start)
-    popt, pcov = nlsq.curve_fit(problem.model, problem.x, problem.y, p0=p0)
+    kwargs = TIGHT_SETTINGS if settings == "tight" else {}
+    popt, pcov = nlsq.curve_fit(problem.model, problem.x, problem.y, p0=p0, **kwargs)
     popt = np.asarray(popt, dtype=np.float64)
     stderr = np.sqrt(np.diag(np.asarray(pcov, dtype=np.float64)))
 
@@ -80,7 +109,8 @@ def test_certified_values(name: str, start: str) -> None:
     stderr_lre = log_relative_error(stderr, problem.certified_stderr)
     report = "\n".join(
         [
-            f"NIST {name} ({problem.difficulty} difficulty) from {start}: {problem.formula}",
+            f"NIST {name} ({problem.difficulty} difficulty) from {start}, {settings} settings: "
+            f"{problem.formula}",
             _lre_table("parameters", popt, problem.certified_params, param_lre, PARAM_MIN_LRE),
             _lre_table(
                 "standard errors", stderr, problem.certified_stderr, stderr_lre, STDERR_MIN_LRE
