@@ -73,6 +73,27 @@ def _checked_loss(loss: LossFunction) -> LossFunction:
     return rho
 
 
+_SCALAR_FIELDS = ("cost", "optimality", "initial_cost", "nfev", "njev", "status")
+
+
+def _pack(raw: TRFResult) -> jax.Array:
+    """All small outputs in one vector: fetching each array costs a host round trip."""
+    dtype = raw.x.dtype
+    scalars = jnp.stack([getattr(raw, name).astype(dtype) for name in _SCALAR_FIELDS])
+    return jnp.concatenate([raw.x, raw.grad, raw.active_mask.astype(dtype), scalars])
+
+
+def _unpack(summary: np.ndarray, fun: np.ndarray, jac: np.ndarray) -> TRFResult:
+    n = jac.shape[1]
+    x, grad, active_mask, scalars = np.split(summary, [n, 2 * n, 3 * n])
+    values = dict(zip(_SCALAR_FIELDS, scalars, strict=True))
+    for name in ("nfev", "njev", "status"):
+        values[name] = int(values[name])
+    return TRFResult(
+        x=x, grad=grad, active_mask=active_mask.astype(int), fun=fun, jac=jac, **values
+    )
+
+
 def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpec) -> Callable:
     """Jit one whole fit: TRF iterations and, optionally, the unscaled covariance.
 
@@ -90,7 +111,7 @@ def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpe
     -------
     callable
         ``program(x0, lb, ub, data, ftol, xtol, gtol, max_nfev, x_scale, f_scale)``
-        returning ``(TRFResult, pcov_unscaled or None)``.
+        returning ``(summary, fun, jac, pcov_unscaled or None)``; see :func:`_pack`.
     """
     dtype = np.dtype(spec.dtype)
     loss = resolve_loss(spec.loss)
@@ -134,7 +155,7 @@ def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpe
             verbose=spec.verbose,
         )
         pcov = unscaled_covariance(raw.jac) if spec.with_covariance else None
-        return raw, pcov
+        return _pack(raw), raw.fun, raw.jac, pcov
 
     return jax.jit(program)
 
@@ -161,7 +182,7 @@ def run_program(
     """Call the compiled program once (64-bit mode on for nlsq only) and fetch results."""
     real = np.dtype(dtype)
     with jax.enable_x64(True):
-        raw, pcov = program(
+        summary, fun, jac, pcov = program(
             inputs.x0.astype(real),
             inputs.lb.astype(real),
             inputs.ub.astype(real),
@@ -173,4 +194,5 @@ def run_program(
             inputs.x_scale.astype(real),
             np.asarray(inputs.f_scale, real),
         )
-        return jax.device_get((raw, pcov))
+        summary, fun, jac, pcov = jax.device_get((summary, fun, jac, pcov))
+    return _unpack(summary, fun, jac), pcov
