@@ -15,6 +15,7 @@ from scipy.linalg import LinAlgError, cholesky
 from scipy.optimize import Bounds, OptimizeWarning
 
 from nlsq.api.least_squares import solve, validate_options
+from nlsq.api.program import TraceTimeInputError
 from nlsq.bounds import prepare_bounds
 
 
@@ -79,7 +80,8 @@ def _sigma_transform(sigma: Any, size: int) -> tuple[str, np.ndarray | None]:
     """scipy's weighting: ``1/sigma`` for errors, the Cholesky factor for a covariance."""
     if sigma is None:
         return "none", None
-    sigma = np.asarray(sigma, dtype=float)
+    # sigma keeps its dtype, as in scipy (float32 sigma gives float32 weights).
+    sigma = np.asarray(sigma)
     if sigma.size == 1 or sigma.shape == (size,):
         return "diagonal", 1.0 / sigma
     if sigma.shape == (size, size):
@@ -105,7 +107,7 @@ def _model_residual(f: Callable, kind: str) -> Callable:
         try:
             np.broadcast_shapes(model.shape, ydata.shape)
         except ValueError as error:
-            raise ValueError(
+            raise TraceTimeInputError(
                 f"The model returned shape {model.shape}, which does not match "
                 f"`ydata` of shape {ydata.shape}."
             ) from error
@@ -245,8 +247,13 @@ def curve_fit(
 
     if "args" in kwargs:
         raise ValueError("'args' is not a supported keyword argument.")
-    if not user_chose_method and not bounded_problem and ydata.size != 1 and n > ydata.size:
+    if not user_chose_method and not bounded_problem and n > ydata.size:
         # scipy's default for this problem is 'lm', which refuses it.
+        if ydata.size == 1:
+            raise TypeError(
+                f"Improper input: func input vector length N={n} must not exceed "
+                f"func output vector length M={ydata.size}"
+            )
         raise TypeError(
             f"The number of func parameters={n} must not exceed the number of "
             f"data points={ydata.size}"
@@ -275,7 +282,9 @@ def curve_fit(
     for ignored in ("diff_step", "tr_options", "workers"):
         kwargs.pop(ignored, None)
     if kwargs:
-        raise TypeError(f"curve_fit() got unexpected keyword arguments: {sorted(kwargs)}")
+        raise TypeError(
+            f"least_squares() got an unexpected keyword argument '{next(iter(kwargs))}'"
+        )
 
     real = options.dtype
     data = (

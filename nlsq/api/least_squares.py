@@ -210,7 +210,8 @@ def solve(
         bounded=options.bounded,
         loss=options.loss,
         jac_scale=options.jac_scale,
-        verbose=options.verbose,
+        # Only verbose=2 prints from inside the compiled loop.
+        verbose=2 if options.verbose == 2 else 0,
         with_covariance=with_covariance,
         dtype=np.dtype(options.dtype).name,
     )
@@ -220,7 +221,7 @@ def solve(
     raw, pcov = run_program(program, options.inputs, data, options.dtype)
     if int(raw.status) == INITIAL_NOT_FINITE:
         raise ValueError("Residuals are not finite in the initial point.")
-    result = to_optimize_result(raw)
+    result = to_optimize_result(raw, options.bounded)
     if options.verbose >= 1:
         print(result.message)
         print(

@@ -10,6 +10,7 @@ values never trigger a compile.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -53,13 +54,23 @@ class SolverInputs:
     f_scale: float
 
 
+class TraceTimeInputError(ValueError):
+    """Invalid user input found while tracing; re-raised as a plain exception."""
+
+    def __init__(self, message: str, error_type: type[Exception] = ValueError) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
 def _as_residual_vector(f: Any, dtype: np.dtype) -> jax.Array:
     """Check the model's output like scipy (at most 1-D, real) and cast it."""
     f = jnp.asarray(f)
     if f.ndim > 1:
-        raise ValueError(f"`fun` must return at most 1-d array_like. f0.shape: {f.shape}")
+        raise TraceTimeInputError(f"`fun` must return at most 1-d array_like. f0.shape: {f.shape}")
     if jnp.iscomplexobj(f):
-        raise TypeError("`fun` returned complex values; residuals must be real.")
+        raise TraceTimeInputError(
+            "`fun` returned complex values; residuals must be real.", TypeError
+        )
     return jnp.atleast_1d(f).astype(dtype)
 
 
@@ -67,7 +78,7 @@ def _checked_loss(loss: LossFunction) -> LossFunction:
     def rho(z: jax.Array) -> jax.Array:
         value = jnp.asarray(loss(z))
         if value.shape != (3, z.shape[0]):
-            raise ValueError("The return value of `loss` callable has wrong shape.")
+            raise TraceTimeInputError("The return value of `loss` callable has wrong shape.")
         return value
 
     return rho
@@ -131,7 +142,7 @@ def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpe
             def jac(x: jax.Array) -> jax.Array:
                 J = jnp.asarray(jacobian(x, data)).astype(dtype)
                 if J.shape != (m, n):
-                    raise ValueError(
+                    raise TraceTimeInputError(
                         "The return value of `jac` has wrong shape: expected "
                         f"{(m, n)}, actual {J.shape}."
                     )
@@ -176,12 +187,21 @@ def cached_program(
     return programs.get_or_build(key, lambda: build_program(*build(), spec))
 
 
+@contextlib.contextmanager
+def _plain_input_errors():
+    """Re-raise input errors found during tracing without JAX's traceback notes."""
+    try:
+        yield
+    except TraceTimeInputError as error:
+        raise error.error_type(str(error)) from None
+
+
 def run_program(
     program: Callable, inputs: SolverInputs, data: Any, dtype: np.dtype
 ) -> tuple[TRFResult, np.ndarray | None]:
     """Call the compiled program once (64-bit mode on for nlsq only) and fetch results."""
     real = np.dtype(dtype)
-    with jax.enable_x64(True):
+    with jax.enable_x64(True), _plain_input_errors():
         summary, fun, jac, pcov = program(
             inputs.x0.astype(real),
             inputs.lb.astype(real),

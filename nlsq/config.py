@@ -1,0 +1,248 @@
+"""User configuration, resolved by one precedence for every setting.
+
+A setting's value comes from, in order: the argument of the call, the ``NLSQ_*``
+environment variable, the JSON config file, the built-in default. The file is
+``~/.nlsq/config.json`` unless ``NLSQ_CONFIG`` names another; it is read lazily,
+cached, and re-read only when its modification time or size changes.
+
+Bad configuration never breaks a fit: an invalid argument raises ``ValueError``; an
+invalid environment variable or file value issues a :class:`ConfigWarning` naming
+the source and the value, and the next level is used; a malformed, unreadable or
+missing file is treated as empty (with one warning per state of the file).
+
+Example file::
+
+    {
+      "jacobian_mode": "auto",
+      "cache_config": {"enable": true, "max_size": 128,
+                       "disk_cache_enable": true, "disk_cache_dir": "/tmp/nlsq-cache",
+                       "disk_cache_min_compile_time_secs": 0.0}
+    }
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("nlsq")
+
+CONFIG_PATH_ENV = "NLSQ_CONFIG"
+
+
+class ConfigWarning(UserWarning):
+    """An environment variable or config file value was invalid and has been ignored."""
+
+
+def _parse_choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if not isinstance(value, str) or value.strip().lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(map(repr, choices))}")
+        return value.strip().lower()
+
+    return parse
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+    raise ValueError("must be a boolean (true/false, 1/0, yes/no, on/off)")
+
+
+def _parse_positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("must be a positive integer")
+    try:
+        number = int(value) if isinstance(value, str) else value
+    except ValueError:
+        raise ValueError("must be a positive integer") from None
+    if not isinstance(number, int) or number <= 0:
+        raise ValueError("must be a positive integer")
+    return number
+
+
+def _parse_nonnegative_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a non-negative number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a non-negative number") from None
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("must be a non-negative number")
+    return number
+
+
+def _parse_path(value: Any) -> Path:
+    if not isinstance(value, str | os.PathLike) or not str(value):
+        raise ValueError("must be a non-empty path")
+    return Path(value).expanduser()
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: its file key, environment variable, default and parser."""
+
+    key: str
+    env: str
+    default: Any
+    parse: Callable[[Any], Any]
+
+
+SETTINGS: dict[str, Setting] = {
+    s.key: s
+    for s in (
+        Setting("jacobian_mode", "NLSQ_JACOBIAN_MODE", "auto", _parse_choice("auto", "fwd", "rev")),
+        Setting("cache_config.enable", "NLSQ_CACHE_ENABLE", True, _parse_bool),
+        Setting("cache_config.max_size", "NLSQ_CACHE_MAX_SIZE", 128, _parse_positive_int),
+        Setting("cache_config.disk_cache_enable", "NLSQ_DISK_CACHE", True, _parse_bool),
+        Setting("cache_config.disk_cache_dir", "NLSQ_DISK_CACHE_DIR", None, _parse_path),
+        Setting(
+            "cache_config.disk_cache_min_compile_time_secs",
+            "NLSQ_DISK_CACHE_MIN_COMPILE_TIME",
+            0.0,
+            _parse_nonnegative_float,
+        ),
+    )
+}
+
+
+def config_path() -> Path:
+    """The config file in use: ``$NLSQ_CONFIG`` or ``~/.nlsq/config.json``."""
+    override = os.environ.get(CONFIG_PATH_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path.home() / ".nlsq" / "config.json"
+
+
+class _ConfigFile:
+    """The parsed config file, re-read only when the file changes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._signature: tuple | None = None
+        self._values: dict[str, Any] = {}
+        self._warned: set[tuple] = set()
+
+    def values(self) -> dict[str, Any]:
+        path = config_path()
+        try:
+            stat = path.stat()
+            signature = (str(path), stat.st_mtime_ns, stat.st_size, stat.st_mode)
+        except FileNotFoundError:
+            return {}
+        except OSError as error:
+            self._warn_once((str(path), "stat"), f"cannot read config file {path}: {error}")
+            return {}
+        with self._lock:
+            if signature != self._signature:
+                self._values = self._read(path, signature)
+                self._signature = signature
+            return self._values
+
+    def _read(self, path: Path, signature: tuple) -> dict[str, Any]:
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as error:
+            self._warn_once(signature, f"cannot read config file {path}: {error}; using defaults")
+            return {}
+        except json.JSONDecodeError as error:
+            self._warn_once(
+                signature, f"config file {path} is not valid JSON ({error}); using defaults"
+            )
+            return {}
+        if not isinstance(content, dict):
+            self._warn_once(signature, f"config file {path} must hold a JSON object; ignored")
+            return {}
+        return _flatten(content)
+
+    def _warn_once(self, signature: tuple, message: str) -> None:
+        if signature not in self._warned:
+            self._warned.add(signature)
+            warnings.warn(message, ConfigWarning, stacklevel=4)
+
+
+def _flatten(content: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in content.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+_config_file = _ConfigFile()
+
+
+def resolve(key: str, argument: Any = None) -> tuple[Any, str]:
+    """Value of setting ``key`` and where it came from.
+
+    Parameters
+    ----------
+    key : str
+        Setting name, e.g. ``'jacobian_mode'`` or ``'cache_config.max_size'``.
+    argument : optional
+        The value passed by the caller; ``None`` means not given.
+
+    Returns
+    -------
+    value : Any
+        The parsed value.
+    source : str
+        ``'argument'``, ``'environment variable NAME'``, ``'config file PATH'`` or
+        ``'default'``.
+
+    Raises
+    ------
+    ValueError
+        If ``argument`` is given and invalid.
+    """
+    setting = SETTINGS[key]
+    if argument is not None:
+        try:
+            return setting.parse(argument), "argument"
+        except ValueError as error:
+            raise ValueError(f"`{key.split('.')[-1]}` {error}, got {argument!r}.") from None
+
+    raw = os.environ.get(setting.env)
+    if raw is not None:
+        try:
+            return setting.parse(raw), f"environment variable {setting.env}"
+        except ValueError as error:
+            warnings.warn(
+                f"ignoring environment variable {setting.env}={raw!r}: {error}",
+                ConfigWarning,
+                stacklevel=2,
+            )
+
+    values = _config_file.values()
+    if key in values:
+        try:
+            return setting.parse(values[key]), f"config file {config_path()}"
+        except ValueError as error:
+            warnings.warn(
+                f"ignoring {key}={values[key]!r} in config file {config_path()}: {error}",
+                ConfigWarning,
+                stacklevel=2,
+            )
+    return setting.default, "default"
+
+
+def get(key: str, argument: Any = None) -> Any:
+    """Value of setting ``key`` by precedence (see :func:`resolve`)."""
+    return resolve(key, argument)[0]
