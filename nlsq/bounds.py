@@ -90,17 +90,30 @@ def find_active_constraints(x: Array, lb: Array, ub: Array, rtol: Array | float)
     return jnp.where(rtol == 0, exact, relative).astype(jnp.int32)
 
 
+def _next_normal_toward(bound: Array, target: Array) -> Array:
+    """``nextafter(bound, target)``, but never a subnormal number.
+
+    Compiled CPU code flushes subnormals to zero, so a point moved from a bound of 0
+    to ``5e-324`` would still sit on the bound; the smallest normal number does not.
+    """
+    step = jnp.nextafter(bound, target)
+    tiny = jnp.finfo(step.dtype).tiny
+    return jnp.where(bound == 0, jnp.sign(target - bound) * tiny, step)
+
+
 def make_strictly_feasible(x: Array, lb: Array, ub: Array, rstep: float) -> Array:
     """Shift the components of ``x`` that sit on (or beyond) a bound into the interior.
 
     With ``rstep == 0`` an active component moves to the next representable number
-    inside the box; otherwise by ``rstep * max(1, |bound|)``. A component that would
-    still be outside the box (a very tight box) goes to the box's midpoint.
+    inside the box (the smallest normal number when the bound is 0); otherwise by
+    ``rstep * max(1, |bound|)``. A component that would still be outside the box (a
+    very tight box) goes to the box's midpoint.
     """
+    lb, ub = jnp.asarray(lb), jnp.asarray(ub)
     active = find_active_constraints(x, lb, ub, rstep)
     if rstep == 0:
-        to_lower = jnp.nextafter(lb, ub)
-        to_upper = jnp.nextafter(ub, lb)
+        to_lower = _next_normal_toward(lb, ub)
+        to_upper = _next_normal_toward(ub, lb)
     else:
         to_lower = lb + rstep * jnp.maximum(1.0, jnp.abs(lb))
         to_upper = ub - rstep * jnp.maximum(1.0, jnp.abs(ub))

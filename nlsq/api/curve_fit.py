@@ -15,8 +15,8 @@ from scipy.linalg import LinAlgError, cholesky
 from scipy.optimize import Bounds, OptimizeWarning
 
 from nlsq.api.least_squares import solve, validate_options
-from nlsq.api.program import TraceTimeInputError
 from nlsq.bounds import prepare_bounds
+from nlsq.errors import TraceTimeInputError
 
 
 def _number_of_parameters(f: Callable) -> int:
@@ -179,7 +179,7 @@ def curve_fit(
     **kwargs
         Passed to :func:`nlsq.least_squares` (``ftol``, ``xtol``, ``gtol``,
         ``x_scale``, ``loss``, ``f_scale``, ``max_nfev``/``maxfev``, ``verbose``,
-        ``dtype``, ...).
+        and the nlsq extensions ``dtype`` and ``jacobian_mode``).
 
     Returns
     -------
@@ -278,6 +278,7 @@ def curve_fit(
         verbose=kwargs.pop("verbose", 0),
         callback=kwargs.pop("callback", None),
         dtype=kwargs.pop("dtype", None),
+        jacobian_mode=kwargs.pop("jacobian_mode", None),
     )
     for ignored in ("diff_step", "tr_options", "workers"):
         kwargs.pop(ignored, None)

@@ -13,6 +13,7 @@ from scipy.optimize import Bounds, OptimizeResult
 
 from nlsq.api.program import SolverInputs, SolverSpec, cached_program, run_program
 from nlsq.bounds import prepare_bounds
+from nlsq.jacobian import resolve_jacobian_mode
 from nlsq.loss import BUILTIN_LOSSES
 from nlsq.precision import resolve_dtype
 from nlsq.result import to_optimize_result
@@ -31,6 +32,7 @@ class ValidatedOptions:
     inputs: SolverInputs
     bounded: bool
     jac_scale: bool
+    jacobian_mode: str
     loss: str | Callable
     verbose: int
     dtype: type[np.floating]
@@ -85,6 +87,7 @@ def validate_options(
     verbose: int,
     callback: Callable | None,
     dtype: Any,
+    jacobian_mode: str | None = None,
 ) -> ValidatedOptions:
     """Validate ``least_squares`` arguments in scipy's order, with scipy's messages.
 
@@ -164,6 +167,7 @@ def validate_options(
         raise NotImplementedError("`callback` is not supported by nlsq.")
 
     jac_scale = isinstance(x_scale, str)
+    jacobian_mode = resolve_jacobian_mode(jacobian_mode)
     n = x0.shape[0]
     return ValidatedOptions(
         inputs=SolverInputs(
@@ -179,6 +183,7 @@ def validate_options(
         ),
         bounded=bounded,
         jac_scale=jac_scale,
+        jacobian_mode=jacobian_mode,
         loss=loss,
         verbose=verbose,
         dtype=resolve_dtype(dtype),
@@ -210,6 +215,7 @@ def solve(
         bounded=options.bounded,
         loss=options.loss,
         jac_scale=options.jac_scale,
+        jacobian_mode=options.jacobian_mode,
         # Only verbose=2 prints from inside the compiled loop.
         verbose=2 if options.verbose == 2 else 0,
         with_covariance=with_covariance,
@@ -282,6 +288,7 @@ def least_squares(
     workers: Any = None,
     *,
     dtype: Any = None,
+    jacobian_mode: str | None = None,
 ) -> OptimizeResult:
     """Solve a nonlinear least-squares problem with bounds on the variables.
 
@@ -341,6 +348,10 @@ def least_squares(
         Accepted for compatibility and ignored (no finite differences to parallelise).
     dtype : {None, 'float64', 'float32'}, optional
         Working precision (nlsq extension). Default float64.
+    jacobian_mode : {None, 'auto', 'fwd', 'rev'}, optional
+        Autodiff mode for ``jac=None`` (nlsq extension). ``None`` takes the
+        ``NLSQ_JACOBIAN_MODE`` environment variable, then the config file, then 'auto'
+        (see :mod:`nlsq.config`).
 
     Returns
     -------
@@ -371,6 +382,7 @@ def least_squares(
         verbose=verbose,
         callback=callback,
         dtype=dtype,
+        jacobian_mode=jacobian_mode,
     )
     dynamic, static_key, merge = _split_arguments(args, kwargs or {}, options.dtype)
 

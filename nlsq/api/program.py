@@ -10,7 +10,6 @@ values never trigger a compile.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,8 @@ import numpy as np
 
 from nlsq.cache import programs
 from nlsq.covariance import unscaled_covariance
+from nlsq.errors import TraceTimeInputError, plain_input_errors
+from nlsq.jacobian import autodiff_jacobian
 from nlsq.loss import LossFunction, resolve_loss
 from nlsq.solvers.trf import TRFResult, trf
 
@@ -34,6 +35,7 @@ class SolverSpec:
     bounded: bool
     loss: str | LossFunction
     jac_scale: bool
+    jacobian_mode: str
     verbose: int
     with_covariance: bool
     dtype: str
@@ -52,14 +54,6 @@ class SolverInputs:
     max_nfev: int
     x_scale: np.ndarray
     f_scale: float
-
-
-class TraceTimeInputError(ValueError):
-    """Invalid user input found while tracing; re-raised as a plain exception."""
-
-    def __init__(self, message: str, error_type: type[Exception] = ValueError) -> None:
-        super().__init__(message)
-        self.error_type = error_type
 
 
 def _as_residual_vector(f: Any, dtype: np.dtype) -> jax.Array:
@@ -114,7 +108,7 @@ def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpe
         ``residual(x, data) -> f`` written with ``jax.numpy``.
     jacobian : callable or None
         ``jacobian(x, data) -> J`` of shape (m, n); ``None`` differentiates
-        ``residual`` with forward-mode autodiff.
+        ``residual`` by autodiff in ``spec.jacobian_mode``.
     spec : SolverSpec
         Static options.
 
@@ -133,11 +127,11 @@ def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpe
         def fun(x: jax.Array) -> jax.Array:
             return _as_residual_vector(residual(x, data), dtype)
 
+        m = jax.eval_shape(fun, x0).shape[0]
+        n = x0.shape[0]
         if jacobian is None:
-            jac = jax.jacfwd(fun)
+            jac = autodiff_jacobian(fun, x0, m, spec.jacobian_mode)
         else:
-            m = jax.eval_shape(fun, x0).shape[0]
-            n = x0.shape[0]
 
             def jac(x: jax.Array) -> jax.Array:
                 J = jnp.asarray(jacobian(x, data)).astype(dtype)
@@ -187,21 +181,12 @@ def cached_program(
     return programs.get_or_build(key, lambda: build_program(*build(), spec))
 
 
-@contextlib.contextmanager
-def _plain_input_errors():
-    """Re-raise input errors found during tracing without JAX's traceback notes."""
-    try:
-        yield
-    except TraceTimeInputError as error:
-        raise error.error_type(str(error)) from None
-
-
 def run_program(
     program: Callable, inputs: SolverInputs, data: Any, dtype: np.dtype
 ) -> tuple[TRFResult, np.ndarray | None]:
     """Call the compiled program once (64-bit mode on for nlsq only) and fetch results."""
     real = np.dtype(dtype)
-    with jax.enable_x64(True), _plain_input_errors():
+    with jax.enable_x64(True), plain_input_errors():
         summary, fun, jac, pcov = program(
             inputs.x0.astype(real),
             inputs.lb.astype(real),

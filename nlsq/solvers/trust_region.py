@@ -152,8 +152,9 @@ def update_tr_radius(
 def intersect_trust_region(x: Array, s: Array, Delta: Array) -> tuple[Array, Array]:
     """Both roots ``t`` of ``||x + t s|| = Delta``, smaller first.
 
-    scipy raises when ``s == 0`` or ``x`` is outside the region; here the roots are
-    then NaN, which callers reject by comparison.
+    scipy raises when ``s == 0`` or ``x`` is outside the region. Here nothing is
+    raised: ``s == 0``, or a line that misses the sphere, gives NaN roots, which
+    callers reject by comparison; a point outside gives the real roots of the line.
     """
     a = jnp.dot(s, s)
     b = jnp.dot(x, s)
@@ -201,7 +202,8 @@ def minimize_quadratic_1d(
     safe_a = jnp.where(a != 0, a, 1.0)
     extremum = -0.5 * b / safe_a
     extremum_valid = (a != 0) & (lb < extremum) & (extremum < ub)
-    t = jnp.stack([jnp.asarray(lb, a.dtype), jnp.asarray(ub, a.dtype), extremum])
+    dtype = jnp.result_type(a, b, float)
+    t = jnp.stack([jnp.asarray(lb, dtype), jnp.asarray(ub, dtype), extremum.astype(dtype)])
     y = t * (a * t + b) + c
     y = y.at[2].set(jnp.where(extremum_valid, y[2], jnp.inf))
     index = jnp.argmin(y)
