@@ -1,21 +1,43 @@
-"""Memo of compiled solver programs.
+"""Compiled-solver cache, compile statistics and the persistent (disk) compile cache.
 
-``curve_fit`` and ``least_squares`` build their residual closures anew on every call;
-jitting those closures directly would trace and compile on every call. Instead each
-call computes a key from what determines the program (the user's model object, the
-static options, the static part of ``args``) and reuses the jitted program stored
-under it. JAX's own cache inside that jitted program then specialises it per shape
-and dtype.
+Three layers make repeated fits cheap:
+
+1. :data:`programs` maps a key (model identity, static options) to a jitted solver
+   program; JAX's own cache inside that program then holds one executable per input
+   shape, and :mod:`nlsq.api.curve_fit` pads data lengths to size buckets so that
+   many lengths share one shape.
+2. JAX's persistent compilation cache, in the platformdirs user cache directory,
+   lets a fresh process load an executable instead of compiling it.
+3. :class:`CompileStats` counts the XLA compilations that really happen, from JAX's
+   own monitoring events, attributed to the nlsq call that caused them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import tempfile
 import threading
+import time
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import jax
+import platformdirs
+
+from nlsq import config
+
+logger = logging.getLogger("nlsq")
+
 DEFAULT_MAX_SIZE = 128
+
+_BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+_DISK_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 
 class ProgramCache:
@@ -23,22 +45,29 @@ class ProgramCache:
 
     Parameters
     ----------
-    max_size : int
-        Number of programs kept; the least recently used is dropped beyond it.
+    max_size : int or None
+        Number of programs kept; ``None`` reads ``cache_config.max_size`` from the
+        configuration at each insertion.
     """
 
-    def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
-        self.max_size = max_size
+    def __init__(self, max_size: int | None = DEFAULT_MAX_SIZE) -> None:
+        self._max_size = max_size
         self._programs: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
+    @property
+    def max_size(self) -> int:
+        if self._max_size is not None:
+            return self._max_size
+        return config.get("cache_config.max_size")
+
     def get_or_build(self, key: Hashable | None, build: Callable[[], Any]) -> Any:
         """The program stored under ``key``, built (and stored) on a miss.
 
-        A ``None`` key means the program cannot be shared (for example a model that
-        closes over unhashable state): it is built and not stored.
+        A ``None`` key means the program must not be shared: it is built and not
+        stored.
         """
         if key is None:
             return build()
@@ -50,11 +79,12 @@ class ProgramCache:
                 return program
             self.misses += 1
         program = build()
+        max_size = self.max_size
         with self._lock:
             # Another thread may have stored one meanwhile; keep the first.
             program = self._programs.setdefault(key, program)
             self._programs.move_to_end(key)
-            while len(self._programs) > self.max_size:
+            while len(self._programs) > max_size:
                 self._programs.popitem(last=False)
         return program
 
@@ -69,4 +99,232 @@ class ProgramCache:
         return len(self._programs)
 
 
-programs = ProgramCache()
+programs = ProgramCache(max_size=None)
+
+
+@dataclass
+class CallStats:
+    """Compilations seen during one nlsq call."""
+
+    compiles: int = 0
+    disk_hits: int = 0
+    compile_seconds: float = 0.0
+
+    @property
+    def hit(self) -> bool:
+        """True when the call ran already-compiled code (no compile, no disk load)."""
+        return self.compiles == 0 and self.disk_hits == 0
+
+
+@dataclass
+class CompileStats:
+    """Process-wide totals of nlsq calls and the compilations they caused."""
+
+    calls: int = 0
+    hits: int = 0
+    compiles: int = 0
+    disk_hits: int = 0
+    compile_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, call: CallStats) -> None:
+        with self._lock:
+            self.calls += 1
+            self.hits += call.hit
+            self.compiles += call.compiles
+            self.disk_hits += call.disk_hits
+            self.compile_seconds += call.compile_seconds
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls = self.hits = self.compiles = self.disk_hits = 0
+            self.compile_seconds = 0.0
+
+    def summary(self, call: CallStats | None = None) -> dict[str, Any]:
+        """Totals (and this call's figures, if given) as a plain dict."""
+        with self._lock:
+            info = {
+                "total_calls": self.calls,
+                "total_hits": self.hits,
+                "total_compiles": self.compiles,
+                "total_disk_hits": self.disk_hits,
+                "total_compile_time_ms": 1e3 * self.compile_seconds,
+                "hit_rate": self.hits / self.calls if self.calls else 0.0,
+            }
+        if call is not None:
+            info = {
+                "hit": call.hit,
+                "compiles": call.compiles,
+                "disk_hit": call.disk_hits > 0,
+                "compile_time_ms": 1e3 * call.compile_seconds,
+                **info,
+            }
+        return info
+
+
+stats = CompileStats()
+
+_active = threading.local()
+_listeners_lock = threading.Lock()
+_listeners_registered = False
+
+
+def _on_duration_event(event: str, duration: float, **_: Any) -> None:
+    call = getattr(_active, "call", None)
+    if call is not None and event == _BACKEND_COMPILE_EVENT:
+        call.compiles += 1
+        call.compile_seconds += duration
+
+
+def _on_event(event: str, **_: Any) -> None:
+    call = getattr(_active, "call", None)
+    if call is not None and event == _DISK_HIT_EVENT:
+        # The backend-compile event also fires for a disk load; count it as a load.
+        call.disk_hits += 1
+        call.compiles -= 1
+
+
+def _register_listeners() -> None:
+    global _listeners_registered
+    with _listeners_lock:
+        if not _listeners_registered:
+            jax.monitoring.register_event_duration_secs_listener(_on_duration_event)
+            jax.monitoring.register_event_listener(_on_event)
+            _listeners_registered = True
+
+
+@contextlib.contextmanager
+def track_compiles() -> Iterator[CallStats]:
+    """Attribute the JAX compilations in this block (this thread) to one call.
+
+    The disk-hit event arrives after the compile event it belongs to; ``compiles``
+    is corrected when it does, so read the figures after the block.
+    """
+    _register_listeners()
+    call = CallStats()
+    previous = getattr(_active, "call", None)
+    _active.call = call
+    start = time.perf_counter()
+    try:
+        yield call
+    finally:
+        _active.call = previous
+        stats.add(call)
+        if call.compiles or call.disk_hits:
+            logger.debug(
+                "compiled %d program(s), loaded %d from disk, %.0f ms (call took %.0f ms)",
+                call.compiles,
+                call.disk_hits,
+                1e3 * call.compile_seconds,
+                1e3 * (time.perf_counter() - start),
+            )
+
+
+# --- persistent compilation cache ---------------------------------------------------
+
+_disk_lock = threading.Lock()
+_disk_state: dict[str, Any] = {"configured": False, "dir": None}
+
+
+def default_disk_cache_dir() -> Path:
+    """``<user cache dir>/nlsq/jax-compilation-cache`` (platformdirs)."""
+    return Path(platformdirs.user_cache_dir("nlsq")) / "jax-compilation-cache"
+
+
+def _writable_directory(path: Path) -> str | None:
+    """``None`` if ``path`` can hold cache files, else the reason it cannot."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".nlsq-write-test-"):
+            pass
+    except OSError as error:
+        return str(error)
+    return None
+
+
+def ensure_disk_cache() -> Path | None:
+    """Point JAX's persistent compilation cache at nlsq's directory, once per process.
+
+    Does nothing when disabled by configuration (``cache_config.disk_cache_enable``
+    or ``NLSQ_DISK_CACHE=0``), or when the user already configured a JAX cache
+    directory (which is then used as it is). An unusable directory gives a
+    :class:`nlsq.config.ConfigWarning` and fits go on without a disk cache.
+
+    Returns
+    -------
+    Path or None
+        The cache directory in use.
+    """
+    if _disk_state["configured"]:
+        return _disk_state["dir"]
+    with _disk_lock:
+        if _disk_state["configured"]:
+            return _disk_state["dir"]
+        _disk_state["configured"] = True
+        existing = jax.config.jax_compilation_cache_dir
+        if existing:
+            _disk_state["dir"] = Path(existing)
+            return _disk_state["dir"]
+        if not config.get("cache_config.disk_cache_enable"):
+            return None
+        directory = config.get("cache_config.disk_cache_dir") or default_disk_cache_dir()
+        problem = _writable_directory(directory)
+        if problem is not None:
+            warnings.warn(
+                f"nlsq's persistent compilation cache is disabled: cannot write to "
+                f"{directory} ({problem}). Fits work as usual, compiled from scratch.",
+                config.ConfigWarning,
+                stacklevel=4,
+            )
+            return None
+        jax.config.update("jax_compilation_cache_dir", os.fspath(directory))
+        _disk_state["dir"] = directory
+        logger.debug("persistent compilation cache at %s", directory)
+        return directory
+
+
+def reset_disk_cache_state() -> None:
+    """Forget the disk-cache decision so the next fit re-reads the configuration."""
+    with _disk_lock:
+        _disk_state["configured"] = False
+        _disk_state["dir"] = None
+
+
+@contextlib.contextmanager
+def disk_cache_threshold() -> Iterator[None]:
+    """Cache nlsq's programs on disk even when they compile fast (this thread only)."""
+    threshold = config.get("cache_config.disk_cache_min_compile_time_secs")
+    state = getattr(jax._src.config, "persistent_cache_min_compile_time_secs", None)
+    if state is None or not callable(state):
+        yield
+        return
+    with state(threshold):
+        yield
+
+
+def cache_info() -> dict[str, Any]:
+    """Statistics of nlsq's compiled-program cache.
+
+    Returns
+    -------
+    dict
+        ``programs`` (stored), ``max_size``, the totals of nlsq calls, hits (calls
+        that compiled nothing), compiles and disk loads counted from JAX's compile
+        events, compile time, ``hit_rate``, and ``disk_cache_dir`` (``None`` when the
+        persistent cache is not in use).
+    """
+    return {
+        "programs": len(programs),
+        "max_size": programs.max_size,
+        **stats.summary(),
+        "disk_cache_dir": None if _disk_state["dir"] is None else str(_disk_state["dir"]),
+    }
+
+
+def clear_cache() -> None:
+    """Drop nlsq's compiled programs (in memory) and reset the statistics.
+
+    The persistent disk cache is left as it is; delete its directory to empty it.
+    """
+    programs.clear()
+    stats.reset()

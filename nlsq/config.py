@@ -14,7 +14,7 @@ Example file::
 
     {
       "jacobian_mode": "auto",
-      "cache_config": {"enable": true, "max_size": 128,
+      "cache_config": {"enable": true, "max_size": 128, "size_buckets": true,
                        "disk_cache_enable": true, "disk_cache_dir": "/tmp/nlsq-cache",
                        "disk_cache_min_compile_time_secs": 0.0}
     }
@@ -108,6 +108,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("jacobian_mode", "NLSQ_JACOBIAN_MODE", "auto", _parse_choice("auto", "fwd", "rev")),
         Setting("cache_config.enable", "NLSQ_CACHE_ENABLE", True, _parse_bool),
         Setting("cache_config.max_size", "NLSQ_CACHE_MAX_SIZE", 128, _parse_positive_int),
+        Setting("cache_config.size_buckets", "NLSQ_SIZE_BUCKETS", True, _parse_bool),
         Setting("cache_config.disk_cache_enable", "NLSQ_DISK_CACHE", True, _parse_bool),
         Setting("cache_config.disk_cache_dir", "NLSQ_DISK_CACHE_DIR", None, _parse_path),
         Setting(

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from jax import Array
 
 
-def unscaled_covariance(J: Array) -> Array:
+def unscaled_covariance(J: Array, n_residuals: Array | int) -> Array:
     """Moore-Penrose inverse of ``J^T J``, dropping negligible singular values.
 
     Singular values at or below ``eps * max(m, n) * s_max`` are discarded, so a
@@ -19,6 +19,9 @@ def unscaled_covariance(J: Array) -> Array:
     ----------
     J : Array, shape (m, n)
         Jacobian of the (weighted) residuals at the solution.
+    n_residuals : int or Array
+        Number of real residuals (``m``, or fewer when ``J`` has padding rows of
+        zeros); it sets the rank threshold.
 
     Returns
     -------
@@ -28,7 +31,7 @@ def unscaled_covariance(J: Array) -> Array:
     eps = jnp.finfo(J.dtype).eps
     factor = jnp.linalg.qr(J, mode="r") if m > n else J
     _, s, VT = jnp.linalg.svd(factor, full_matrices=False)
-    threshold = eps * max(m, n) * s[0]
+    threshold = eps * jnp.maximum(n_residuals, n) * s[0]
     kept = s > threshold
     weights = jnp.where(kept, 1 / jnp.where(kept, s, 1.0) ** 2, 0.0)
     return (VT.T * weights) @ VT

@@ -65,10 +65,16 @@ def evaluate_loss(rho_fn: LossFunction, f: Array, f_scale: Array) -> Array:
     return jnp.stack([rho[0] * f_scale**2, rho[1], rho[2] / f_scale**2])
 
 
-def loss_cost(rho_fn: LossFunction, f: Array, f_scale: Array) -> Array:
-    """Robust cost ``0.5 * f_scale**2 * sum(rho(z))`` without the derivatives."""
+def loss_cost(rho_fn: LossFunction, f: Array, f_scale: Array, mask: Array | None = None) -> Array:
+    """Robust cost ``0.5 * f_scale**2 * sum(rho(z))`` without the derivatives.
+
+    ``mask`` (optional, boolean) keeps only the residuals it marks.
+    """
     z = (f / f_scale) ** 2
-    return 0.5 * f_scale**2 * jnp.sum(rho_fn(z)[0])
+    rho0 = rho_fn(z)[0]
+    if mask is not None:
+        rho0 = jnp.where(mask, rho0, 0.0)
+    return 0.5 * f_scale**2 * jnp.sum(rho0)
 
 
 def scale_for_robust_loss(J: Array, f: Array, rho: Array, eps: float) -> tuple[Array, Array]:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 from scipy.optimize import OptimizeResult
 
 from nlsq.solvers.termination import TERMINATION_MESSAGES
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 from nlsq.solvers.trf import TRFResult
 
 
@@ -30,3 +36,58 @@ def to_optimize_result(raw: TRFResult, bounded: bool) -> OptimizeResult:
         message=TERMINATION_MESSAGES[status],
         success=status > 0,
     )
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Result of one curve fit; unpacks as ``popt, pcov = result``.
+
+    Attributes
+    ----------
+    popt : ndarray
+        Optimal parameters.
+    pcov : ndarray
+        Their estimated covariance (scipy's rule).
+    status, message, success
+        Termination status as in ``scipy.optimize.least_squares``.
+    nfev, njev : int
+        Function and Jacobian evaluations.
+    cost : float
+        Half the (weighted, robust) sum of squared residuals at ``popt``.
+    residuals : ndarray
+        Weighted residuals at ``popt`` (scipy's ``fvec``).
+    jac : ndarray
+        Weighted (and loss-scaled) Jacobian at ``popt``.
+    optimality : float
+        Infinity norm of the scaled gradient at ``popt``.
+    active_mask : ndarray
+        Bounds active at ``popt``.
+    cache_stats : dict
+        Compile figures of this fit and the process totals (see
+        :func:`nlsq.cache_info`).
+    covariance_warning : bool
+        True when ``pcov`` could not be estimated (it is then all ``inf``).
+    """
+
+    popt: np.ndarray
+    pcov: np.ndarray
+    status: int
+    message: str
+    success: bool
+    nfev: int
+    njev: int
+    cost: float
+    residuals: np.ndarray
+    jac: np.ndarray
+    optimality: float
+    active_mask: np.ndarray
+    cache_stats: dict[str, Any] = field(default_factory=dict)
+    covariance_warning: bool = False
+
+    @property
+    def perr(self) -> np.ndarray:
+        """One-standard-deviation errors, ``sqrt(diag(pcov))``."""
+        return np.sqrt(np.diag(self.pcov))
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return iter((self.popt, self.pcov))

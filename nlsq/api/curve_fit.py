@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -14,9 +15,12 @@ import numpy as np
 from scipy.linalg import LinAlgError, cholesky
 from scipy.optimize import Bounds, OptimizeWarning
 
-from nlsq.api.least_squares import solve, validate_options
+from nlsq import config
+from nlsq.api.least_squares import ValidatedOptions, solve, validate_options
 from nlsq.bounds import prepare_bounds
 from nlsq.errors import TraceTimeInputError
+from nlsq.identity import model_key
+from nlsq.result import FitResult
 
 
 def _number_of_parameters(f: Callable) -> int:
@@ -124,81 +128,195 @@ def _model_jacobian(jac: Callable, kind: str) -> Callable:
     return jacobian
 
 
-def curve_fit(
-    f: Callable,
-    xdata: Any,
-    ydata: Any,
-    p0: Any = None,
-    sigma: Any = None,
-    absolute_sigma: bool = False,
-    check_finite: bool | None = None,
-    bounds: Any = (-np.inf, np.inf),
-    method: str | None = None,
-    jac: Callable | str | None = None,
-    *,
-    full_output: bool = False,
-    nan_policy: str | None = None,
-    **kwargs: Any,
-):
-    """Use non-linear least squares to fit a function, ``f``, to data.
+@dataclass(frozen=True)
+class PreparedFit:
+    """``curve_fit`` inputs after validation."""
 
-    A drop-in for :func:`scipy.optimize.curve_fit`: same signature, results,
-    exceptions and warnings, with the fit running as one compiled JAX program.
-    Assumes ``ydata = f(xdata, *params) + eps``.
+    options: ValidatedOptions
+    xdata: Any
+    ydata: np.ndarray
+    sigma_kind: str
+    transform: np.ndarray | None
+    n_params: int
 
-    Parameters
-    ----------
-    f : callable
-        The model ``f(x, p1, p2, ...)``, written with ``jax.numpy``.
-    xdata : array_like or pytree of arrays
-        The independent variable, of any shape (e.g. ``(k, M)`` for k predictors).
-    ydata : array_like
-        The dependent data, length ``M``.
-    p0 : array_like, optional
-        Initial guess; by default 1 for each parameter (inside the bounds if given),
-        with the number of parameters taken from the signature of ``f``.
-    sigma : None or scalar or M-length or MxM array_like, optional
-        Uncertainty of ``ydata``: standard deviations (1-D) or a covariance matrix
-        (2-D), as in scipy.
-    absolute_sigma : bool, optional
-        If True, ``sigma`` is absolute and ``pcov`` is not rescaled by the reduced
-        chi-square.
-    check_finite : bool, optional
-        Check the inputs for NaN/inf (default: True unless ``nan_policy`` is given).
-    bounds : 2-tuple of array_like or `scipy.optimize.Bounds`, optional
-        Bounds on the parameters.
-    method : {None, 'trf'}, optional
-        nlsq always uses 'trf' (scipy uses 'lm' for unbounded problems by default).
-    jac : callable or None, optional
-        ``jac(x, p1, ...)`` returning the (M, n) Jacobian of the model; by default
-        the exact Jacobian from JAX autodiff.
-    full_output : bool, optional
-        Also return ``infodict, mesg, ier`` as scipy does.
-    nan_policy : {'raise', 'omit', None}, optional
-        What to do with NaNs in the input, as in scipy.
-    **kwargs
-        Passed to :func:`nlsq.least_squares` (``ftol``, ``xtol``, ``gtol``,
-        ``x_scale``, ``loss``, ``f_scale``, ``max_nfev``/``maxfev``, ``verbose``,
-        and the nlsq extensions ``dtype`` and ``jacobian_mode``).
 
-    Returns
-    -------
-    popt : ndarray
-        Optimal parameters.
-    pcov : ndarray
-        Estimated covariance of ``popt``.
-    infodict, mesg, ier
-        Only with ``full_output=True``.
+#: Smallest padded length; shorter data are padded up to it.
+MIN_BUCKET = 16
+
+
+def bucket_size(m: int) -> int:
+    """Padded length for ``m`` data points: the next power of two (at least 16).
+
+    Every length in ``(2**(k-1), 2**k]`` shares one compiled program; padding at
+    most doubles the work and adds 25% on average over uniformly spread lengths.
+    """
+    return max(MIN_BUCKET, 1 << (m - 1).bit_length())
+
+
+_POINTWISE_PROBE = 32
+_pointwise_verdicts: dict[tuple, bool] = {}
+
+
+def _pad_last_axis(a: np.ndarray, pad: int, mode: str, **kwargs: Any) -> np.ndarray:
+    return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, pad)], mode=mode, **kwargs)
+
+
+def _acts_pointwise(f: Callable, key: str, xdata: np.ndarray, p0: np.ndarray) -> bool:
+    """Whether appending points to ``xdata`` leaves the model's values at the others.
+
+    Padding to a size bucket is only exact for such models; one that normalises by
+    ``x.mean()`` or ``len(x)``, say, is fitted at its exact length instead. Checked
+    once per model on a short slice of the data (eagerly, outside the compiled fit).
+    """
+    verdict_key = (key, xdata.ndim)
+    if verdict_key not in _pointwise_verdicts:
+        probe = xdata[..., :_POINTWISE_PROBE]
+        length = probe.shape[-1]
+        try:
+            with jax.enable_x64(True):
+                short = np.asarray(f(jnp.asarray(probe), *p0))
+                padded = _pad_last_axis(probe, length, mode="edge")
+                long = np.asarray(f(jnp.asarray(padded), *p0))
+            verdict = (
+                short.shape == (length,)
+                and long.shape == (2 * length,)
+                and bool(np.allclose(long[:length], short, rtol=1e-10, atol=0, equal_nan=True))
+            )
+        except Exception:  # noqa: BLE001 - any failure: fit unpadded, where it surfaces
+            verdict = False
+        _pointwise_verdicts[verdict_key] = verdict
+    return _pointwise_verdicts[verdict_key]
+
+
+def _pad_to_bucket(
+    xdata: np.ndarray, ydata: np.ndarray, kind: str, transform: np.ndarray | None, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Pad the data to ``size`` points; the solver zeroes the padded residuals.
+
+    ``xdata`` repeats its last point so the model stays finite there; padded weights
+    are 1 (an identity block for a covariance factor).
+    """
+    pad = size - ydata.size
+    xdata = _pad_last_axis(xdata, pad, mode="edge")
+    ydata = np.pad(ydata, (0, pad))
+    if kind == "diagonal" and transform.size > 1:
+        transform = np.pad(transform, (0, pad), constant_values=1.0)
+    elif kind == "covariance":
+        transform = np.pad(transform, (0, pad))
+        transform[ydata.size - pad :, ydata.size - pad :] = np.eye(pad)
+    return xdata, ydata, transform
+
+
+def fit_prepared(
+    f: Callable, jac: Callable | None, prepared: PreparedFit, absolute_sigma: bool
+) -> FitResult:
+    """Run the compiled fit for validated inputs and scale the covariance like scipy.
 
     Raises
     ------
-    ValueError
-        For invalid input, as scipy.
     RuntimeError
-        If the fit does not converge.
-    OptimizeWarning
-        (warning) If the covariance cannot be estimated.
+        If the fit does not converge (scipy's message).
     """
+    options = prepared.options
+    real = options.dtype
+    xdata, ydata, transform = prepared.xdata, prepared.ydata, prepared.transform
+    key = model_key(f)
+    m = ydata.size
+    n_residuals = None
+    if (
+        jac is None
+        and config.get("cache_config.size_buckets")
+        and isinstance(xdata, np.ndarray)
+        and xdata.ndim >= 1
+        and xdata.shape[-1] == m
+        and bucket_size(m) != m
+        and _acts_pointwise(f, key, xdata, options.inputs.x0)
+    ):
+        xdata, ydata, transform = _pad_to_bucket(
+            xdata, ydata, prepared.sigma_kind, transform, bucket_size(m)
+        )
+        n_residuals = m
+    data = (
+        jax.tree.map(lambda leaf: np.asarray(leaf, real), xdata)
+        if _is_array_like(xdata)
+        else xdata,
+        ydata.astype(real),
+        None if transform is None else transform.astype(real),
+    )
+
+    def build():
+        residual = _model_residual(f, prepared.sigma_kind)
+        return residual, None if jac is None else _model_jacobian(jac, prepared.sigma_kind)
+
+    jac_key = None if jac is None else model_key(jac)
+    res, pcov, cache_stats = solve(
+        options,
+        ("curve_fit", key, jac_key, prepared.sigma_kind),
+        build,
+        data,
+        with_covariance=True,
+        n_residuals=n_residuals,
+    )
+    if not res.success:
+        raise RuntimeError("Optimal parameters not found: " + res.message)
+    pcov, covariance_warning = scale_covariance(
+        np.array(pcov, dtype=float), 2 * res.cost, len(res.fun), prepared.n_params, absolute_sigma
+    )
+    return FitResult(
+        popt=res.x,
+        pcov=pcov,
+        status=res.status,
+        message=res.message,
+        success=res.success,
+        nfev=res.nfev,
+        njev=res.njev,
+        cost=res.cost,
+        residuals=res.fun,
+        jac=res.jac,
+        optimality=res.optimality,
+        active_mask=res.active_mask,
+        cache_stats=cache_stats,
+        covariance_warning=covariance_warning,
+    )
+
+
+def scale_covariance(
+    pcov: np.ndarray, chi2: float, ysize: int, n_params: int, absolute_sigma: bool
+) -> tuple[np.ndarray, bool]:
+    """scipy's covariance rule: scale by ``chi2 / dof`` unless ``absolute_sigma``.
+
+    Returns the covariance and whether it could not be estimated (then all ``inf``).
+    """
+    if np.isnan(pcov).any():
+        return np.full_like(pcov, np.inf), True
+    if absolute_sigma:
+        return pcov, False
+    if ysize > n_params:
+        return pcov * (chi2 / (ysize - n_params)), False
+    return np.full_like(pcov, np.inf), True
+
+
+def prepare(
+    f: Callable,
+    xdata: Any,
+    ydata: Any,
+    p0: Any,
+    sigma: Any,
+    check_finite: bool | None,
+    bounds: Any,
+    method: str | None,
+    jac: Callable | str | None,
+    nan_policy: str | None,
+    kwargs: dict[str, Any],
+) -> PreparedFit:
+    """Validate ``curve_fit``'s inputs in scipy's order, with scipy's messages.
+
+    Returns
+    -------
+    PreparedFit
+        Validated options and NumPy data, ready for :func:`fit_prepared`.
+    """
+    kwargs = dict(kwargs)
     if p0 is None:
         n = _number_of_parameters(f)
     else:
@@ -287,45 +405,99 @@ def curve_fit(
             f"least_squares() got an unexpected keyword argument '{next(iter(kwargs))}'"
         )
 
-    real = options.dtype
-    data = (
-        jax.tree.map(lambda leaf: np.asarray(leaf, real), xdata)
-        if _is_array_like(xdata)
-        else xdata,
-        ydata.astype(real),
-        None if transform is None else transform.astype(real),
+    return PreparedFit(options, xdata, ydata, kind, transform, p0.size)
+
+
+def curve_fit(
+    f: Callable,
+    xdata: Any,
+    ydata: Any,
+    p0: Any = None,
+    sigma: Any = None,
+    absolute_sigma: bool = False,
+    check_finite: bool | None = None,
+    bounds: Any = (-np.inf, np.inf),
+    method: str | None = None,
+    jac: Callable | str | None = None,
+    *,
+    full_output: bool = False,
+    nan_policy: str | None = None,
+    **kwargs: Any,
+):
+    """Use non-linear least squares to fit a function, ``f``, to data.
+
+    A drop-in for :func:`scipy.optimize.curve_fit`: same signature, results,
+    exceptions and warnings, with the fit running as one compiled JAX program.
+    Assumes ``ydata = f(xdata, *params) + eps``.
+
+    Parameters
+    ----------
+    f : callable
+        The model ``f(x, p1, p2, ...)``, written with ``jax.numpy``.
+    xdata : array_like or pytree of arrays
+        The independent variable, of any shape (e.g. ``(k, M)`` for k predictors).
+    ydata : array_like
+        The dependent data, length ``M``.
+    p0 : array_like, optional
+        Initial guess; by default 1 for each parameter (inside the bounds if given),
+        with the number of parameters taken from the signature of ``f``.
+    sigma : None or scalar or M-length or MxM array_like, optional
+        Uncertainty of ``ydata``: standard deviations (1-D) or a covariance matrix
+        (2-D), as in scipy.
+    absolute_sigma : bool, optional
+        If True, ``sigma`` is absolute and ``pcov`` is not rescaled by the reduced
+        chi-square.
+    check_finite : bool, optional
+        Check the inputs for NaN/inf (default: True unless ``nan_policy`` is given).
+    bounds : 2-tuple of array_like or `scipy.optimize.Bounds`, optional
+        Bounds on the parameters.
+    method : {None, 'trf'}, optional
+        nlsq always uses 'trf' (scipy uses 'lm' for unbounded problems by default).
+    jac : callable or None, optional
+        ``jac(x, p1, ...)`` returning the (M, n) Jacobian of the model; by default
+        the exact Jacobian from JAX autodiff.
+    full_output : bool, optional
+        Also return ``infodict, mesg, ier`` as scipy does.
+    nan_policy : {'raise', 'omit', None}, optional
+        What to do with NaNs in the input, as in scipy.
+    **kwargs
+        Passed to :func:`nlsq.least_squares` (``ftol``, ``xtol``, ``gtol``,
+        ``x_scale``, ``loss``, ``f_scale``, ``max_nfev``/``maxfev``, ``verbose``,
+        and the nlsq extensions ``dtype`` and ``jacobian_mode``).
+
+    Returns
+    -------
+    popt : ndarray
+        Optimal parameters.
+    pcov : ndarray
+        Estimated covariance of ``popt``.
+    infodict, mesg, ier
+        Only with ``full_output=True``.
+
+    Raises
+    ------
+    ValueError
+        For invalid input, as scipy.
+    RuntimeError
+        If the fit does not converge.
+    OptimizeWarning
+        (warning) If the covariance cannot be estimated.
+    """
+    prepared = prepare(
+        f, xdata, ydata, p0, sigma, check_finite, bounds, method, jac, nan_policy, kwargs
     )
-
-    def build():
-        residual = _model_residual(f, kind)
-        return residual, None if jac is None else _model_jacobian(jac, kind)
-
-    res, pcov = solve(options, ("curve_fit", f, jac, kind), build, data, with_covariance=True)
-    if not res.success:
-        raise RuntimeError("Optimal parameters not found: " + res.message)
-
-    popt = res.x
-    ysize = len(res.fun)
-    cost = 2 * res.cost
-    pcov = np.array(pcov, dtype=float)
-    warn_cov = False
-    if np.isnan(pcov).any():
-        pcov.fill(np.inf)
-        warn_cov = True
-    elif not absolute_sigma:
-        if ysize > p0.size:
-            pcov = pcov * (cost / (ysize - p0.size))
-        else:
-            pcov.fill(np.inf)
-            warn_cov = True
-    if warn_cov:
+    result = fit_prepared(f, jac, prepared, absolute_sigma)
+    if result.covariance_warning:
         warnings.warn(
             "Covariance of the parameters could not be estimated",
             category=OptimizeWarning,
             stacklevel=2,
         )
-
     if full_output:
-        infodict = {"nfev": res.nfev, "fvec": res.fun}
-        return popt, pcov, infodict, res.message, res.status
-    return popt, pcov
+        infodict = {
+            "nfev": result.nfev,
+            "fvec": result.residuals,
+            "cache_stats": result.cache_stats,
+        }
+        return result.popt, result.pcov, infodict, result.message, result.status
+    return result.popt, result.pcov

@@ -13,6 +13,7 @@ from scipy.optimize import Bounds, OptimizeResult
 
 from nlsq.api.program import SolverInputs, SolverSpec, cached_program, run_program
 from nlsq.bounds import prepare_bounds
+from nlsq.identity import model_key
 from nlsq.jacobian import resolve_jacobian_mode
 from nlsq.loss import BUILTIN_LOSSES
 from nlsq.precision import resolve_dtype
@@ -197,14 +198,20 @@ def solve(
     data: Any,
     *,
     with_covariance: bool,
-) -> tuple[OptimizeResult, np.ndarray | None]:
+    n_residuals: int | None = None,
+) -> tuple[OptimizeResult, np.ndarray | None, dict]:
     """Run the cached compiled program for a validated problem.
+
+    ``n_residuals`` is the number of real residuals when ``data`` is padded to a
+    size bucket (``None``: not padded).
 
     Returns
     -------
     result : OptimizeResult
     pcov_unscaled : ndarray or None
         ``pinv(J^T J)`` at the solution when ``with_covariance``.
+    cache_stats : dict
+        Compile figures of this call and the process totals.
 
     Raises
     ------
@@ -224,7 +231,7 @@ def solve(
     program = cached_program(model_key, spec, build)
     if options.verbose == 2:
         print_header()
-    raw, pcov = run_program(program, options.inputs, data, options.dtype)
+    raw, pcov, cache_stats = run_program(program, options.inputs, data, options.dtype, n_residuals)
     if int(raw.status) == INITIAL_NOT_FINITE:
         raise ValueError("Residuals are not finite in the initial point.")
     result = to_optimize_result(raw, options.bounded)
@@ -235,7 +242,7 @@ def solve(
             f"final cost {result.cost:.4e}, "
             f"first-order optimality {result.optimality:.2e}."
         )
-    return result, pcov
+    return result, pcov, cache_stats
 
 
 def _is_dynamic(leaf: Any) -> bool:
@@ -400,7 +407,11 @@ def least_squares(
 
         return residual, jacobian
 
-    result, _ = solve(
-        options, ("least_squares", fun, jac, static_key), build, dynamic, with_covariance=False
+    result, _, _ = solve(
+        options,
+        ("least_squares", model_key(fun), None if jac is None else model_key(jac), static_key),
+        build,
+        dynamic,
+        with_covariance=False,
     )
     return result

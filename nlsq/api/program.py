@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nlsq.cache import programs
+from nlsq import config
+from nlsq.cache import disk_cache_threshold, ensure_disk_cache, programs, stats, track_compiles
 from nlsq.covariance import unscaled_covariance
 from nlsq.errors import TraceTimeInputError, plain_input_errors
 from nlsq.jacobian import autodiff_jacobian
@@ -115,20 +116,30 @@ def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpe
     Returns
     -------
     callable
-        ``program(x0, lb, ub, data, ftol, xtol, gtol, max_nfev, x_scale, f_scale)``
-        returning ``(summary, fun, jac, pcov_unscaled or None)``; see :func:`_pack`.
+        ``program(x0, lb, ub, data, ftol, xtol, gtol, max_nfev, x_scale, f_scale,
+        n_residuals)`` returning ``(summary, fun, jac, pcov_unscaled or None)`` (see
+        :func:`_pack`). ``n_residuals`` is ``None``, or the number of real residuals
+        when the data were padded to a size bucket.
     """
     dtype = np.dtype(spec.dtype)
     loss = resolve_loss(spec.loss)
     if callable(spec.loss):
         loss = _checked_loss(loss)
 
-    def program(x0, lb, ub, data, ftol, xtol, gtol, max_nfev, x_scale, f_scale):
-        def fun(x: jax.Array) -> jax.Array:
+    def program(x0, lb, ub, data, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals):
+        def model_residual(x: jax.Array) -> jax.Array:
             return _as_residual_vector(residual(x, data), dtype)
 
-        m = jax.eval_shape(fun, x0).shape[0]
+        m = jax.eval_shape(model_residual, x0).shape[0]
         n = x0.shape[0]
+        # Padded data (size buckets): rows past n_residuals are zeroed, so they add
+        # nothing to the cost, the gradient or J^T J.
+        keep = None if n_residuals is None else jnp.arange(m) < n_residuals
+
+        def fun(x: jax.Array) -> jax.Array:
+            f = model_residual(x)
+            return f if keep is None else jnp.where(keep, f, 0.0)
+
         if jacobian is None:
             jac = autodiff_jacobian(fun, x0, m, spec.jacobian_mode)
         else:
@@ -140,7 +151,7 @@ def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpe
                         "The return value of `jac` has wrong shape: expected "
                         f"{(m, n)}, actual {J.shape}."
                     )
-                return J
+                return J if keep is None else jnp.where(keep[:, None], J, 0.0)
 
         raw = trf(
             fun,
@@ -158,8 +169,11 @@ def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpe
             loss=loss,
             jac_scale=spec.jac_scale,
             verbose=spec.verbose,
+            residual_mask=keep,
         )
-        pcov = unscaled_covariance(raw.jac) if spec.with_covariance else None
+        pcov = None
+        if spec.with_covariance:
+            pcov = unscaled_covariance(raw.jac, m if n_residuals is None else n_residuals)
         return _pack(raw), raw.fun, raw.jac, pcov
 
     return jax.jit(program)
@@ -172,7 +186,7 @@ def cached_program(
 ) -> Callable:
     """The compiled program for ``(model_key, spec)``, built on first use."""
     key = None
-    if model_key is not None:
+    if model_key is not None and config.get("cache_config.enable"):
         key = (model_key, spec)
         try:
             hash(key)
@@ -182,12 +196,35 @@ def cached_program(
 
 
 def run_program(
-    program: Callable, inputs: SolverInputs, data: Any, dtype: np.dtype
-) -> tuple[TRFResult, np.ndarray | None]:
-    """Call the compiled program once (64-bit mode on for nlsq only) and fetch results."""
+    program: Callable,
+    inputs: SolverInputs,
+    data: Any,
+    dtype: np.dtype,
+    n_residuals: int | None = None,
+) -> tuple[TRFResult, np.ndarray | None, dict[str, Any]]:
+    """Call the compiled program once and fetch its results to NumPy.
+
+    64-bit mode is switched on for this call only; compilations it causes are
+    counted, and may be loaded from or stored in the persistent cache.
+
+    Returns
+    -------
+    raw : TRFResult
+        With ``fun`` and ``jac`` cut back to the real residuals.
+    pcov : ndarray or None
+        Unscaled covariance, when the program computes it.
+    cache_stats : dict
+        This call's compile figures and the process totals.
+    """
     real = np.dtype(dtype)
-    with jax.enable_x64(True), plain_input_errors():
-        summary, fun, jac, pcov = program(
+    ensure_disk_cache()
+    with (
+        jax.enable_x64(True),
+        plain_input_errors(),
+        disk_cache_threshold(),
+        track_compiles() as call,
+    ):
+        outputs = program(
             inputs.x0.astype(real),
             inputs.lb.astype(real),
             inputs.ub.astype(real),
@@ -198,6 +235,9 @@ def run_program(
             np.asarray(inputs.max_nfev, np.int64),
             inputs.x_scale.astype(real),
             np.asarray(inputs.f_scale, real),
+            None if n_residuals is None else np.asarray(n_residuals, np.int64),
         )
-        summary, fun, jac, pcov = jax.device_get((summary, fun, jac, pcov))
-    return _unpack(summary, fun, jac), pcov
+        summary, fun, jac, pcov = jax.device_get(outputs)
+    if n_residuals is not None:
+        fun, jac = fun[:n_residuals], jac[:n_residuals]
+    return _unpack(summary, fun, jac), pcov, stats.summary(call)

@@ -143,6 +143,7 @@ def trf(
     loss: LossFunction | None,
     jac_scale: bool,
     verbose: int = 0,
+    residual_mask: Array | None = None,
 ) -> TRFResult:
     """Minimise ``0.5 * sum(rho(fun(x)**2))`` subject to ``lb <= x <= ub``.
 
@@ -174,6 +175,10 @@ def trf(
         Scale variables by the Jacobian's column norms (``x_scale='jac'``, static).
     verbose : int
         2 prints scipy's per-iteration table from inside the compiled loop (static).
+    residual_mask : Array of bool, shape (m,), optional
+        Real residuals when the data were padded; ``fun`` and ``jac`` must already
+        be zero on the padding. The mask keeps a callable loss with ``rho(0) != 0``
+        out of the cost, and sets the ``m`` of the rank test.
 
     Returns
     -------
@@ -187,6 +192,10 @@ def trf(
     f0 = fun(x0)
     J0 = jac(x0)
     m, n = J0.shape
+    n_residuals = m if residual_mask is None else jnp.sum(residual_mask)
+
+    def masked(rho0: Array) -> Array:
+        return rho0 if residual_mask is None else jnp.where(residual_mask, rho0, 0.0)
 
     def loss_scaled(J: Array, f: Array) -> tuple[Array, Array, Array]:
         """Cost, Jacobian and residuals after scaling for the robust loss."""
@@ -194,12 +203,12 @@ def trf(
             return 0.5 * jnp.dot(f, f), J, f
         rho = evaluate_loss(loss, f, f_scale)
         J_s, f_s = scale_for_robust_loss(J, f, rho, eps)
-        return 0.5 * jnp.sum(rho[0]), J_s, f_s
+        return 0.5 * jnp.sum(masked(rho[0])), J_s, f_s
 
     def trial_cost(f: Array) -> Array:
         if loss is None:
             return 0.5 * jnp.dot(f, f)
-        return loss_cost(loss, f, f_scale)
+        return loss_cost(loss, f, f_scale, residual_mask)
 
     def scaling_vector(x: Array, g: Array) -> tuple[Array, Array]:
         if bounded:
@@ -280,7 +289,9 @@ def trf(
             )
 
         def inner_body(inner: _InnerState) -> _InnerState:
-            p_h, alpha = solve_lsq_trust_region(n, m, uf, s, V, inner.Delta, inner.alpha, eps)
+            p_h, alpha = solve_lsq_trust_region(
+                n, n_residuals, uf, s, V, inner.Delta, inner.alpha, eps
+            )
             if bounded:
                 p = d * p_h
                 step, step_h, predicted = select_step(

@@ -22,7 +22,7 @@ def _phi_and_derivative(alpha: Array, suf: Array, s: Array, Delta: Array) -> tup
 
 def solve_lsq_trust_region(
     n: int,
-    m: int,
+    m: int | Array,
     uf: Array,
     s: Array,
     V: Array,
@@ -40,7 +40,8 @@ def solve_lsq_trust_region(
     Parameters
     ----------
     n, m : int
-        Number of variables and of residuals (rows of the unaugmented ``J``).
+        Number of variables and of (real, unpadded) residuals: the rows of the
+        unaugmented ``J``. ``m`` may be traced.
     uf : Array
         ``U^T f`` from the SVD ``J = U diag(s) V^T``.
     s : Array
@@ -66,10 +67,7 @@ def solve_lsq_trust_region(
         The Levenberg-Marquardt parameter (0 for the Gauss-Newton step).
     """
     suf = s * uf
-    if m >= n:
-        full_rank = s[-1] > eps * m * s[0]
-    else:
-        full_rank = jnp.asarray(False)
+    full_rank = (m >= n) & (s[-1] > eps * m * s[0])
 
     safe_s = jnp.where(s > 0, s, 1.0)
     p_gauss_newton = -V @ (uf / safe_s)

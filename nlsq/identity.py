@@ -1,0 +1,153 @@
+"""Identity of a model function, for sharing compiled programs between calls.
+
+Two callables get the same key exactly when compiling either would give the same
+program: the same code, the same captured values (closure cells, defaults, bound
+arguments of ``functools.partial``) and the same values of the module-level names
+the code reads. So a fresh ``lambda`` with unchanged code and captures hits the
+cache, while closures over different constants, or a function redefined after a
+global constant changed, do not.
+
+Values are fingerprinted by content when they are numbers, strings, arrays or
+containers of those; any other object (an instance, a client, an open file) by its
+identity. A program stored under a key keeps the first model alive, so an identity
+that appears in a key cannot be reused by another object while the entry exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from typing import Any
+
+import numpy as np
+import xxhash
+
+_SCALARS = (type(None), bool, int, float, complex, str, bytes, np.generic)
+_MAX_DEPTH = 8
+
+
+@functools.lru_cache(maxsize=4096)
+def _code_digest(code: types.CodeType) -> bytes:
+    """Digest of a code object, nested code objects (lambdas, comprehensions) included."""
+    h = xxhash.xxh3_128()
+    for part in (
+        code.co_code,
+        repr(code.co_names).encode(),
+        repr(code.co_varnames).encode(),
+        repr(code.co_freevars).encode(),
+        repr((code.co_argcount, code.co_kwonlyargcount, code.co_flags)).encode(),
+    ):
+        h.update(part)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            h.update(_code_digest(const))
+        else:
+            h.update(f"{type(const).__name__}:{const!r}".encode())
+    return h.digest()
+
+
+class _Fingerprint:
+    """Feeds a structural description of values into one hash."""
+
+    def __init__(self) -> None:
+        self.hash = xxhash.xxh3_128()
+        self._visiting: set[int] = set()
+
+    def tag(self, text: str) -> None:
+        self.hash.update(text.encode())
+        self.hash.update(b"\x00")
+
+    def value(self, obj: Any, depth: int = 0) -> None:
+        if depth > _MAX_DEPTH or id(obj) in self._visiting:
+            self.tag(f"id:{id(obj)}")
+            return
+        if isinstance(obj, _SCALARS):
+            self.tag(f"{type(obj).__name__}:{obj!r}")
+        elif isinstance(obj, np.ndarray) or _is_jax_array(obj):
+            array = np.asarray(obj)
+            self.tag(f"array:{array.dtype}:{array.shape}")
+            self.hash.update(np.ascontiguousarray(array).tobytes())
+        elif isinstance(obj, tuple | list):
+            self.tag(f"{type(obj).__name__}:{len(obj)}")
+            self._visit(obj, lambda: [self.value(item, depth + 1) for item in obj])
+        elif isinstance(obj, dict):
+            self.tag(f"dict:{len(obj)}")
+            items = sorted(obj.items(), key=lambda item: repr(item[0]))
+            self._visit(obj, lambda: [self.value(item, depth + 1) for item in items])
+        elif isinstance(obj, types.ModuleType):
+            self.tag(f"module:{obj.__name__}")
+        elif isinstance(obj, type):
+            self.tag(f"class:{obj.__module__}.{obj.__qualname__}")
+        elif isinstance(obj, types.FunctionType):
+            self._visit(obj, lambda: self.function(obj, depth))
+        elif isinstance(obj, types.MethodType):
+            self.tag("method")
+            self.value(obj.__func__, depth + 1)
+            self.value(obj.__self__, depth + 1)
+        elif isinstance(obj, functools.partial):
+            self.tag("partial")
+            self.value(obj.func, depth + 1)
+            self.value(obj.args, depth + 1)
+            self.value(obj.keywords, depth + 1)
+        elif isinstance(obj, types.BuiltinFunctionType | np.ufunc):
+            self.tag(f"builtin:{getattr(obj, '__module__', '')}.{obj.__name__}")
+        else:
+            # Unknown objects (instances, jitted functions, ...) by identity.
+            self.tag(f"object:{type(obj).__module__}.{type(obj).__qualname__}:{id(obj)}")
+
+    def _visit(self, obj: Any, feed) -> None:
+        self._visiting.add(id(obj))
+        try:
+            feed()
+        finally:
+            self._visiting.discard(id(obj))
+
+    def function(self, fn: types.FunctionType, depth: int) -> None:
+        code = fn.__code__
+        self.tag(f"function:{fn.__module__}.{fn.__qualname__}")
+        self.hash.update(_code_digest(code))
+        self.value(fn.__defaults__, depth + 1)
+        self.value(fn.__kwdefaults__, depth + 1)
+        for cell in fn.__closure__ or ():
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell
+                contents = None
+            self.value(contents, depth + 1)
+        # Module-level names the code reads are baked into the traced program.
+        for name in _global_names(code):
+            if name in fn.__globals__:
+                self.tag(f"global:{name}")
+                self.value(fn.__globals__[name], depth + 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names.update(_global_names(const))
+    return tuple(sorted(names))
+
+
+def _is_jax_array(obj: Any) -> bool:
+    return type(obj).__module__.startswith("jax") and hasattr(obj, "__array__")
+
+
+def model_key(model: Any) -> str:
+    """A key equal for models that compile to the same program (see module docstring).
+
+    Parameters
+    ----------
+    model : callable
+        A function, lambda, closure, ``functools.partial``, bound method or callable
+        object.
+
+    Returns
+    -------
+    str
+        Hex digest of the model's code, captured values and read globals.
+    """
+    fingerprint = _Fingerprint()
+    fingerprint.value(model)
+    return fingerprint.hash.hexdigest()
