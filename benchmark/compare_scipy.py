@@ -26,6 +26,7 @@ import pathlib
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -321,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
+    # An empty persistent-cache directory: "first call" means trace + compile here.
+    os.environ.setdefault("NLSQ_DISK_CACHE_DIR", tempfile.mkdtemp(prefix="nlsq-bench-"))
     env = environment()
     print(
         f"# nlsq {env['nlsq']} vs scipy {env['scipy']}; jax {env['jax']} on {env['jax_device']}; "

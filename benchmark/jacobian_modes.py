@@ -4,7 +4,7 @@ Measures, for a dense model (every residual depends on every parameter through a
 matrix product) and a structured one (a sum of exponentials evaluated pointwise), the
 steady-state time of one full Jacobian by ``jax.jacfwd`` and by ``jax.jacrev`` at each
 (number of parameters n, number of residuals m). The 'auto' rule in
-``nlsq/jacobian.py`` is derived from this table; ``docs/jacobian_mode.md`` holds it.
+``nlsq/jacobian.py`` is derived from this table; ``docs/jacobian_mode.rst`` holds it.
 
 Usage::
 

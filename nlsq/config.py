@@ -53,6 +53,8 @@ def _parse_choice(*choices: str) -> Callable[[Any], str]:
 def _parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
     if isinstance(value, str):
         lowered = value.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -142,7 +144,14 @@ class _ConfigFile:
         path = config_path()
         try:
             stat = path.stat()
-            signature = (str(path), stat.st_mtime_ns, stat.st_size, stat.st_mode)
+            signature = (
+                str(path),
+                stat.st_ino,
+                stat.st_mtime_ns,
+                stat.st_ctime_ns,
+                stat.st_size,
+                stat.st_mode,
+            )
         except FileNotFoundError:
             return {}
         except OSError as error:

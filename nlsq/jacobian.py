@@ -2,7 +2,7 @@
 
 ``jacobian_mode`` is resolved by precedence (argument > ``NLSQ_JACOBIAN_MODE`` >
 config file > 'auto', see :mod:`nlsq.config`). 'auto' picks the mode from the
-problem's shape at trace time, by the rule measured in ``docs/jacobian_mode.md``, and
+problem's shape at trace time, by the rule measured in ``docs/jacobian_mode.rst``, and
 falls back to reverse mode for models that only define a reverse-mode rule
 (``jax.custom_vjp``).
 """
@@ -40,10 +40,10 @@ def automatic_mode(n: int, m: int) -> str:
     """Reverse mode when there are more parameters than residuals, else forward mode.
 
     Forward mode costs ``n`` Jacobian-vector products, reverse mode ``m`` vector-Jacobian
-    products and the memory of ``m`` cotangents. Measured (``docs/jacobian_mode.md``):
-    forward mode wins by 3x to 10^4x whenever ``m >= 3 n`` (reverse mode runs out of
-    memory at ``m = 10^5``), reverse mode wins by 3x to 16x whenever ``n >= 3 m``, and
-    the two are within about 40% of each other at ``n = m``.
+    products and the memory of ``m`` cotangents. Measured (``docs/jacobian_mode.rst``,
+    2-core CPU): forward mode wins by 3x to 10^4x whenever ``m >= 3 n`` (reverse mode
+    runs out of memory at ``m = 10^5``), reverse mode by 2x to 16x whenever
+    ``n >= 3 m``, and at ``n = m`` either may win by up to 1.65x.
     """
     return "rev" if n > m else "fwd"
 
