@@ -352,7 +352,9 @@ def test_cl_scaling_vector_matches_scipy():
 
 def test_bounds_helpers_run_eagerly():
     x, lb, ub = jnp.asarray(f64(0, 0.5)), jnp.asarray(f64(0, 0)), jnp.asarray(f64(1, 1))
-    np.testing.assert_array_equal(bounds.make_strictly_feasible(x, lb, ub, 0.0), [np.finfo(np.float64).tiny, 0.5])
+    np.testing.assert_array_equal(
+        bounds.make_strictly_feasible(x, lb, ub, 0.0), [np.finfo(np.float64).tiny, 0.5]
+    )
     np.testing.assert_array_equal(bounds.make_strictly_feasible(x, lb, ub, 0.1), [0.1, 0.5])
     step, hits = bounds.step_size_to_bound(x, f64(1, 1), lb, ub)
     assert float(step) == 0.5
