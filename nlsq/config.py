@@ -123,12 +123,17 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
-def config_path() -> Path:
-    """The config file in use: ``$NLSQ_CONFIG`` or ``~/.nlsq/config.json``."""
+def _config_location() -> str:
+    # Strings, not Path objects: this runs on every fit.
     override = os.environ.get(CONFIG_PATH_ENV)
     if override:
-        return Path(override).expanduser()
-    return Path.home() / ".nlsq" / "config.json"
+        return os.path.expanduser(override)
+    return os.path.join(os.path.expanduser("~"), ".nlsq", "config.json")
+
+
+def config_path() -> Path:
+    """The config file in use: ``$NLSQ_CONFIG`` or ``~/.nlsq/config.json``."""
+    return Path(_config_location())
 
 
 class _ConfigFile:
@@ -141,11 +146,11 @@ class _ConfigFile:
         self._warned: set[tuple] = set()
 
     def values(self) -> dict[str, Any]:
-        path = config_path()
+        path = _config_location()
         try:
-            stat = path.stat()
+            stat = os.stat(path)
             signature = (
-                str(path),
+                path,
                 stat.st_ino,
                 stat.st_mtime_ns,
                 stat.st_ctime_ns,
@@ -155,7 +160,7 @@ class _ConfigFile:
         except FileNotFoundError:
             return {}
         except OSError as error:
-            self._warn_once((str(path), "stat"), f"cannot read config file {path}: {error}")
+            self._warn_once((path, "stat"), f"cannot read config file {path}: {error}")
             return {}
         with self._lock:
             if signature != self._signature:
@@ -163,9 +168,9 @@ class _ConfigFile:
                 self._signature = signature
             return self._values
 
-    def _read(self, path: Path, signature: tuple) -> dict[str, Any]:
+    def _read(self, path: str, signature: tuple) -> dict[str, Any]:
         try:
-            content = json.loads(path.read_text(encoding="utf-8"))
+            content = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as error:
             self._warn_once(signature, f"cannot read config file {path}: {error}; using defaults")
             return {}

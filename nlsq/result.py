@@ -25,8 +25,8 @@ def to_optimize_result(raw: TRFResult, bounded: bool) -> OptimizeResult:
     return OptimizeResult(
         x=np.asarray(raw.x, dtype=float),
         cost=np.float64(raw.cost),
-        fun=np.asarray(raw.fun, dtype=float),
-        jac=np.asarray(raw.jac, dtype=float),
+        fun=raw.fun.numpy(),
+        jac=raw.jac.numpy(),
         grad=np.asarray(raw.grad, dtype=float),
         optimality=np.float64(raw.optimality),
         active_mask=np.asarray(raw.active_mask, dtype=int if bounded else float),
@@ -77,12 +77,22 @@ class FitResult:
     nfev: int
     njev: int
     cost: float
-    residuals: np.ndarray
-    jac: np.ndarray
     optimality: float
     active_mask: np.ndarray
     cache_stats: dict[str, Any] = field(default_factory=dict)
     covariance_warning: bool = False
+    device_residuals: Any = field(default=None, repr=False)
+    device_jac: Any = field(default=None, repr=False)
+
+    @property
+    def residuals(self) -> np.ndarray:
+        """Weighted residuals at ``popt`` (fetched from the device on first access)."""
+        return self.device_residuals.numpy()
+
+    @property
+    def jac(self) -> np.ndarray:
+        """Weighted Jacobian at ``popt`` (fetched from the device on first access)."""
+        return self.device_jac.numpy()
 
     @property
     def perr(self) -> np.ndarray:

@@ -21,6 +21,7 @@ from nlsq.bounds import prepare_bounds
 from nlsq.errors import TraceTimeInputError
 from nlsq.identity import model_key
 from nlsq.result import FitResult
+from nlsq.solvers.termination import TERMINATION_MESSAGES
 
 
 def _number_of_parameters(f: Callable) -> int:
@@ -196,15 +197,21 @@ def _pad_to_bucket(
     ``xdata`` repeats its last point so the model stays finite there; padded weights
     are 1 (an identity block for a covariance factor).
     """
-    pad = size - ydata.size
-    xdata = _pad_last_axis(xdata, pad, mode="edge")
-    ydata = np.pad(ydata, (0, pad))
+    m = ydata.size
+    padded_x = np.empty(xdata.shape[:-1] + (size,), xdata.dtype)
+    padded_x[..., :m] = xdata
+    padded_x[..., m:] = xdata[..., -1:]
+    padded_y = np.zeros(size, ydata.dtype)
+    padded_y[:m] = ydata
     if kind == "diagonal" and transform.size > 1:
-        transform = np.pad(transform, (0, pad), constant_values=1.0)
+        padded_t = np.ones(size, transform.dtype)
+        padded_t[:m] = transform
+        transform = padded_t
     elif kind == "covariance":
-        transform = np.pad(transform, (0, pad))
-        transform[ydata.size - pad :, ydata.size - pad :] = np.eye(pad)
-    return xdata, ydata, transform
+        padded_t = np.eye(size, dtype=transform.dtype)
+        padded_t[:m, :m] = transform
+        transform = padded_t
+    return padded_x, padded_y, transform
 
 
 def fit_prepared(
@@ -249,7 +256,7 @@ def fit_prepared(
         return residual, None if jac is None else _model_jacobian(jac, prepared.sigma_kind)
 
     jac_key = None if jac is None else model_key(jac)
-    res, pcov, cache_stats = solve(
+    raw, pcov, cache_stats = solve(
         options,
         ("curve_fit", key, jac_key, prepared.sigma_kind),
         build,
@@ -257,26 +264,26 @@ def fit_prepared(
         with_covariance=True,
         n_residuals=n_residuals,
     )
-    if not res.success:
-        raise RuntimeError("Optimal parameters not found: " + res.message)
+    if raw.status <= 0:
+        raise RuntimeError("Optimal parameters not found: " + TERMINATION_MESSAGES[raw.status])
     pcov, covariance_warning = scale_covariance(
-        np.array(pcov, dtype=float), 2 * res.cost, len(res.fun), prepared.n_params, absolute_sigma
+        np.array(pcov, dtype=float), 2 * float(raw.cost), m, prepared.n_params, absolute_sigma
     )
     return FitResult(
-        popt=res.x,
+        popt=np.asarray(raw.x, dtype=float),
         pcov=pcov,
-        status=res.status,
-        message=res.message,
-        success=res.success,
-        nfev=res.nfev,
-        njev=res.njev,
-        cost=res.cost,
-        residuals=res.fun,
-        jac=res.jac,
-        optimality=res.optimality,
-        active_mask=res.active_mask,
+        status=raw.status,
+        message=TERMINATION_MESSAGES[raw.status],
+        success=raw.status > 0,
+        nfev=raw.nfev,
+        njev=raw.njev,
+        cost=float(raw.cost),
+        optimality=float(raw.optimality),
+        active_mask=np.asarray(raw.active_mask, dtype=int),
         cache_stats=cache_stats,
         covariance_warning=covariance_warning,
+        device_residuals=raw.fun,
+        device_jac=raw.jac,
     )
 
 

@@ -18,8 +18,8 @@ from nlsq.jacobian import resolve_jacobian_mode
 from nlsq.loss import BUILTIN_LOSSES
 from nlsq.precision import resolve_dtype
 from nlsq.result import to_optimize_result
-from nlsq.solvers.termination import INITIAL_NOT_FINITE
-from nlsq.solvers.trf import print_header
+from nlsq.solvers.termination import INITIAL_NOT_FINITE, TERMINATION_MESSAGES
+from nlsq.solvers.trf import TRFResult, print_header
 
 EPS = np.finfo(float).eps
 
@@ -199,7 +199,7 @@ def solve(
     *,
     with_covariance: bool,
     n_residuals: int | None = None,
-) -> tuple[OptimizeResult, np.ndarray | None, dict]:
+) -> tuple[TRFResult, np.ndarray | None, dict]:
     """Run the cached compiled program for a validated problem.
 
     ``n_residuals`` is the number of real residuals when ``data`` is padded to a
@@ -207,7 +207,8 @@ def solve(
 
     Returns
     -------
-    result : OptimizeResult
+    raw : TRFResult
+        Solver output (``fun`` and ``jac`` fetched on demand).
     pcov_unscaled : ndarray or None
         ``pinv(J^T J)`` at the solution when ``with_covariance``.
     cache_stats : dict
@@ -232,17 +233,16 @@ def solve(
     if options.verbose == 2:
         print_header()
     raw, pcov, cache_stats = run_program(program, options.inputs, data, options.dtype, n_residuals)
-    if int(raw.status) == INITIAL_NOT_FINITE:
+    if raw.status == INITIAL_NOT_FINITE:
         raise ValueError("Residuals are not finite in the initial point.")
-    result = to_optimize_result(raw, options.bounded)
     if options.verbose >= 1:
-        print(result.message)
+        print(TERMINATION_MESSAGES[raw.status])
         print(
-            f"Function evaluations {result.nfev}, initial cost {float(raw.initial_cost):.4e}, "
-            f"final cost {result.cost:.4e}, "
-            f"first-order optimality {result.optimality:.2e}."
+            f"Function evaluations {raw.nfev}, initial cost {float(raw.initial_cost):.4e}, "
+            f"final cost {float(raw.cost):.4e}, "
+            f"first-order optimality {float(raw.optimality):.2e}."
         )
-    return result, pcov, cache_stats
+    return raw, pcov, cache_stats
 
 
 def _is_dynamic(leaf: Any) -> bool:
@@ -407,11 +407,11 @@ def least_squares(
 
         return residual, jacobian
 
-    result, _, _ = solve(
+    raw, _, _ = solve(
         options,
         ("least_squares", model_key(fun), None if jac is None else model_key(jac), static_key),
         build,
         dynamic,
         with_covariance=False,
     )
-    return result
+    return to_optimize_result(raw, options.bounded)

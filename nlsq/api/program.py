@@ -89,8 +89,29 @@ def _pack(raw: TRFResult) -> jax.Array:
     return jnp.concatenate([raw.x, raw.grad, raw.active_mask.astype(dtype), scalars])
 
 
-def _unpack(summary: np.ndarray, fun: np.ndarray, jac: np.ndarray) -> TRFResult:
-    n = jac.shape[1]
+class DeviceRows:
+    """A result array left on the device until asked for, cut to the real rows.
+
+    Copying the residuals and the Jacobian to the host costs more than the fit for
+    large data, and ``curve_fit`` usually needs neither.
+    """
+
+    def __init__(self, array: jax.Array, rows: int | None) -> None:
+        self._array = array
+        self._rows = array.shape[0] if rows is None else rows
+        self._host: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def numpy(self) -> np.ndarray:
+        """The rows as a float64 NumPy array (fetched once)."""
+        if self._host is None:
+            self._host = np.asarray(self._array, dtype=float)[: self._rows]
+        return self._host
+
+
+def _unpack(summary: np.ndarray, fun: DeviceRows, jac: DeviceRows, n: int) -> TRFResult:
     x, grad, active_mask, scalars = np.split(summary, [n, 2 * n, 3 * n])
     values = dict(zip(_SCALAR_FIELDS, scalars, strict=True))
     for name in ("nfev", "njev", "status"):
@@ -202,7 +223,7 @@ def run_program(
     dtype: np.dtype,
     n_residuals: int | None = None,
 ) -> tuple[TRFResult, np.ndarray | None, dict[str, Any]]:
-    """Call the compiled program once and fetch its results to NumPy.
+    """Call the compiled program once and fetch its small results to NumPy.
 
     64-bit mode is switched on for this call only; compilations it causes are
     counted, and may be loaded from or stored in the persistent cache.
@@ -210,7 +231,8 @@ def run_program(
     Returns
     -------
     raw : TRFResult
-        With ``fun`` and ``jac`` cut back to the real residuals.
+        ``fun`` and ``jac`` are :class:`DeviceRows` (fetched on demand, cut back to
+        the real residuals); the other fields are NumPy values.
     pcov : ndarray or None
         Unscaled covariance, when the program computes it.
     cache_stats : dict
@@ -237,7 +259,9 @@ def run_program(
             np.asarray(inputs.f_scale, real),
             None if n_residuals is None else np.asarray(n_residuals, np.int64),
         )
-        summary, fun, jac, pcov = jax.device_get(outputs)
-    if n_residuals is not None:
-        fun, jac = fun[:n_residuals], jac[:n_residuals]
-    return _unpack(summary, fun, jac), pcov, stats.summary(call)
+        summary, fun, jac, pcov = outputs
+        summary, pcov = jax.device_get((summary, pcov))
+    raw = _unpack(
+        summary, DeviceRows(fun, n_residuals), DeviceRows(jac, n_residuals), inputs.x0.size
+    )
+    return raw, pcov, stats.summary(call)
