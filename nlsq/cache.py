@@ -109,6 +109,7 @@ class CallStats:
     compiles: int = 0
     disk_hits: int = 0
     compile_seconds: float = 0.0
+    pending_disk_hit: bool = False
 
     @property
     def hit(self) -> bool:
@@ -171,7 +172,13 @@ _listeners_registered = False
 
 def _on_duration_event(event: str, duration: float, **_: Any) -> None:
     call = getattr(_active, "call", None)
-    if call is not None and event == _BACKEND_COMPILE_EVENT:
+    if call is None or event != _BACKEND_COMPILE_EVENT:
+        return
+    if call.pending_disk_hit:
+        # JAX reports a disk load as a backend compile, after its cache-hit event.
+        call.pending_disk_hit = False
+        call.disk_hits += 1
+    else:
         call.compiles += 1
         call.compile_seconds += duration
 
@@ -179,9 +186,7 @@ def _on_duration_event(event: str, duration: float, **_: Any) -> None:
 def _on_event(event: str, **_: Any) -> None:
     call = getattr(_active, "call", None)
     if call is not None and event == _DISK_HIT_EVENT:
-        # The backend-compile event also fires for a disk load; count it as a load.
-        call.disk_hits += 1
-        call.compiles -= 1
+        call.pending_disk_hit = True
 
 
 def _register_listeners() -> None:
@@ -197,8 +202,8 @@ def _register_listeners() -> None:
 def track_compiles() -> Iterator[CallStats]:
     """Attribute the JAX compilations in this block (this thread) to one call.
 
-    The disk-hit event arrives after the compile event it belongs to; ``compiles``
-    is corrected when it does, so read the figures after the block.
+    A backend-compile event counts as a compile, unless a persistent-cache hit event
+    came just before it (JAX reports a load from disk that way): then as a disk hit.
     """
     _register_listeners()
     call = CallStats()

@@ -92,8 +92,11 @@ class _Fingerprint:
         elif isinstance(obj, types.BuiltinFunctionType | np.ufunc):
             self.tag(f"builtin:{getattr(obj, '__module__', '')}.{obj.__name__}")
         else:
-            # Unknown objects (instances, jitted functions, ...) by identity.
+            # Other objects (instances, jitted functions, ...) by identity, plus their
+            # plain data attributes: a model method reads them as constants.
             self.tag(f"object:{type(obj).__module__}.{type(obj).__qualname__}:{id(obj)}")
+            attributes = vars(obj) if hasattr(obj, "__dict__") else {}
+            self._visit(obj, lambda: self.data_attributes(attributes, depth))
 
     def _visit(self, obj: Any, feed) -> None:
         self._visiting.add(id(obj))
@@ -108,17 +111,34 @@ class _Fingerprint:
         self.hash.update(_code_digest(code))
         self.value(fn.__defaults__, depth + 1)
         self.value(fn.__kwdefaults__, depth + 1)
+        names = _global_names(code)
+        referenced = []
         for cell in fn.__closure__ or ():
             try:
                 contents = cell.cell_contents
             except ValueError:  # an empty cell
                 contents = None
             self.value(contents, depth + 1)
+            referenced.append(contents)
         # Module-level names the code reads are baked into the traced program.
-        for name in _global_names(code):
+        for name in names:
             if name in fn.__globals__:
                 self.tag(f"global:{name}")
                 self.value(fn.__globals__[name], depth + 1)
+                referenced.append(fn.__globals__[name])
+        # So are data attributes it reads from modules it refers to (``settings.K``).
+        for value in referenced:
+            if isinstance(value, types.ModuleType):
+                attributes = {a: getattr(value, a) for a in names if hasattr(value, a)}
+                self.data_attributes(attributes, depth)
+
+    def data_attributes(self, attributes: dict[str, Any], depth: int) -> None:
+        """Fingerprint the attributes that hold data (numbers, strings, arrays)."""
+        for name in sorted(attributes):
+            value = attributes[name]
+            if _is_data(value):
+                self.tag(f"attribute:{name}")
+                self.value(value, depth + 1)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -128,6 +148,17 @@ def _global_names(code: types.CodeType) -> tuple[str, ...]:
         if isinstance(const, types.CodeType):
             names.update(_global_names(const))
     return tuple(sorted(names))
+
+
+def _is_data(obj: Any) -> bool:
+    """Numbers, strings, arrays and tuples/lists/dicts of those (one level)."""
+    if isinstance(obj, (*_SCALARS, np.ndarray)) or _is_jax_array(obj):
+        return True
+    if isinstance(obj, tuple | list):
+        return all(isinstance(item, _SCALARS) for item in obj)
+    if isinstance(obj, dict):
+        return all(isinstance(item, _SCALARS) for item in obj.values())
+    return False
 
 
 def _is_jax_array(obj: Any) -> bool:

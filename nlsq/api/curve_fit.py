@@ -236,12 +236,13 @@ def fit_prepared(
         and isinstance(xdata, np.ndarray)
         and xdata.ndim >= 1
         and xdata.shape[-1] == m
-        and bucket_size(m) != m
         and _acts_pointwise(f, key, xdata, options.inputs.x0)
     ):
-        xdata, ydata, transform = _pad_to_bucket(
-            xdata, ydata, prepared.sigma_kind, transform, bucket_size(m)
-        )
+        # A length equal to its bucket still runs the bucket's (masked) program.
+        if bucket_size(m) != m:
+            xdata, ydata, transform = _pad_to_bucket(
+                xdata, ydata, prepared.sigma_kind, transform, bucket_size(m)
+            )
         n_residuals = m
     data = (
         jax.tree.map(lambda leaf: np.asarray(leaf, real), xdata)

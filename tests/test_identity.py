@@ -1,0 +1,356 @@
+"""Model identity (:func:`nlsq.identity.model_key`): when two callables share a program.
+
+Two models must get the same key exactly when compiling either gives the same program:
+same code, same captured values, same values of the module-level names the code reads.
+A key that is too coarse silently fits the wrong model (a cached program with another
+constant baked in), so the fits below check the numbers against scipy, not just keys.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import types
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize as so
+
+import nlsq
+from nlsq import config
+from nlsq.identity import model_key
+
+POPT_RTOL = 1e-8
+PCOV_RTOL = 1e-6
+
+#: Read by :func:`_global_scaled`; the tests change it with monkeypatch.
+SCALE = 2.0
+
+
+#: Settings that change what these tests count; the disk-cache ones are left alone (the
+#: process-wide persistent cache is configured once, by whichever fit comes first).
+_ISOLATED_ENV = sorted(
+    setting.env
+    for setting in config.SETTINGS.values()
+    if not setting.key.startswith("cache_config.disk_cache")
+)
+
+
+@pytest.fixture(autouse=True)
+def _default_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Defaults for every setting: no ``NLSQ_*`` variable, no config file."""
+    for name in _ISOLATED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(config.CONFIG_PATH_ENV, str(tmp_path / "absent-config.json"))
+
+
+def _global_scaled(x, a):
+    return a * SCALE * x
+
+
+def _helper(x, b):
+    return jnp.exp(-b * x)
+
+
+def _uses_helper(x, a, b):
+    return a * _helper(x, b)
+
+
+def _make_offset_decay(xp, c):
+    """``a * exp(-b x) + c`` with ``c`` captured, and its Jacobian, in ``xp``."""
+
+    def f(x, a, b):
+        return a * xp.exp(-b * x) + c
+
+    def jac(x, a, b):
+        e = xp.exp(-b * x)
+        return xp.stack([e, -a * x * e], axis=1)
+
+    return f, jac
+
+
+def _make_sine(xp, w):
+    """``a sin(w[0] x) + b cos(w[1] x)`` with the array ``w`` captured."""
+
+    def f(x, a, b):
+        return a * xp.sin(w[0] * x) + b * xp.cos(w[1] * x)
+
+    def jac(x, a, b):
+        return xp.stack([xp.sin(w[0] * x), xp.cos(w[1] * x)], axis=1)
+
+    return f, jac
+
+
+def _assert_matches_scipy(model_factory, constant, x, y, p0) -> np.ndarray:
+    """Fit with nlsq (jax twin) and scipy trf (numpy twin, analytic jac); compare."""
+    jax_f, _ = model_factory(jnp, constant)
+    np_f, np_jac = model_factory(np, constant)
+    popt, pcov = nlsq.curve_fit(jax_f, x, y, p0=p0)
+    popt_ref, pcov_ref = so.curve_fit(np_f, x, y, p0=p0, jac=np_jac, method="trf")
+    np.testing.assert_allclose(popt, popt_ref, rtol=POPT_RTOL)
+    np.testing.assert_allclose(pcov, pcov_ref, rtol=PCOV_RTOL)
+    return popt
+
+
+# --------------------------------------------------------------------------------------
+# Keys
+# --------------------------------------------------------------------------------------
+
+
+def test_same_function_object_same_key() -> None:
+    assert model_key(_uses_helper) == model_key(_uses_helper)
+
+
+def test_new_lambda_with_identical_code_same_key() -> None:
+    keys = {model_key(lambda x, a, b: a * jnp.exp(-b * x)) for _ in range(3)}
+    assert len(keys) == 1
+    # Two lambdas written separately (distinct code objects, equal bytecode).
+    first = lambda x, a: a * x  # noqa: E731
+    second = lambda x, a: a * x  # noqa: E731
+    assert first.__code__ is not second.__code__
+    assert model_key(first) == model_key(second)
+
+
+def test_different_code_different_key() -> None:
+    assert model_key(lambda x, a: a * x) != model_key(lambda x, a: a + x)
+    assert model_key(lambda x, a: a * x) != model_key(lambda x, a: a * x * 2.0)
+
+
+def test_closures_over_equal_constants_share_a_key() -> None:
+    f1, _ = _make_offset_decay(jnp, 0.5)
+    f2, _ = _make_offset_decay(jnp, 0.5)
+    assert f1 is not f2
+    assert model_key(f1) == model_key(f2)
+    g1, _ = _make_sine(jnp, np.array([1.0, 2.0]))
+    g2, _ = _make_sine(jnp, np.array([1.0, 2.0]))
+    assert model_key(g1) == model_key(g2)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (0.5, 2.0),
+        (np.array([1.0, 2.0]), np.array([1.0, 3.0])),
+        (np.array([1.0, 2.0]), np.array([1.0, 2.0], dtype=np.float32)),
+        (np.array([1.0, 2.0]), np.array([[1.0, 2.0]])),
+        (jnp.array([1.0, 2.0]), jnp.array([1.0, 2.5])),
+        ((1.0, 2.0), (1.0, 2.5)),
+        ({"k": 1.0}, {"k": 2.0}),
+    ],
+    ids=["float", "array", "array-dtype", "array-shape", "jax-array", "tuple", "dict"],
+)
+def test_closures_over_different_constants_differ(first, second) -> None:
+    def make(c):
+        return lambda x, a: a * x + c  # never called: only the key is computed
+
+    assert model_key(make(first)) != model_key(make(second))
+    assert model_key(make(first)) == model_key(make(first))
+
+
+def test_in_place_change_of_a_captured_array_changes_the_key() -> None:
+    w = np.array([1.0, 2.0])
+    f, _ = _make_sine(jnp, w)
+    before = model_key(f)
+    w[1] = 3.0
+    assert model_key(f) != before
+
+
+def test_defaults_are_part_of_the_key() -> None:
+    def make(k):
+        def f(x, a, *, k=k):
+            return a * x**k
+
+        return f
+
+    assert model_key(make(2)) != model_key(make(3))
+    assert model_key(make(2)) == model_key(make(2))
+
+
+def test_changed_module_constant_changes_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = model_key(_global_scaled)
+    monkeypatch.setattr(sys.modules[__name__], "SCALE", 3.0)
+    after = model_key(_global_scaled)
+    assert before != after
+    monkeypatch.setattr(sys.modules[__name__], "SCALE", 2.0)
+    assert model_key(_global_scaled) == before
+
+
+def test_partials_with_different_bound_values_differ() -> None:
+    def f(x, a, c):
+        return a * x + c
+
+    p1 = functools.partial(f, c=1.0)
+    p2 = functools.partial(f, c=2.0)
+    assert model_key(p1) != model_key(p2)
+    assert model_key(p1) == model_key(functools.partial(f, c=1.0))
+    # Positional and keyword bindings are different programs.
+    assert model_key(functools.partial(f, 1.0)) != model_key(p1)
+
+
+class _Model:
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def f(self, x, a):
+        return a * self.scale * x
+
+
+def test_bound_methods_of_two_instances_differ() -> None:
+    one, two = _Model(1.0), _Model(1.0)
+    assert model_key(one.f) != model_key(two.f)
+    # A fresh bound-method object of the same instance is the same model.
+    assert one.f is not one.f
+    assert model_key(one.f) == model_key(one.f)
+
+
+def test_nested_functions_are_fingerprinted_through() -> None:
+    # A helper read as a global is part of the key: its code...
+    before = model_key(_uses_helper)
+    assert model_key(_uses_helper) == before
+
+    # ...and the constants captured by an inner closure.
+    def outer(c):
+        def inner(x, b):
+            return jnp.exp(-b * x) + c
+
+        def model(x, a, b):
+            return a * inner(x, b)
+
+        return model
+
+    assert model_key(outer(1.0)) == model_key(outer(1.0))
+    assert model_key(outer(1.0)) != model_key(outer(2.0))
+
+    def deeper(c):
+        def level3(x):
+            return x + c
+
+        def level2(x):
+            return level3(x) * 2
+
+        def level1(x, a):
+            return a * level2(x)
+
+        return level1
+
+    assert model_key(deeper(1.0)) != model_key(deeper(2.0))
+
+
+def test_nested_global_helper_change_changes_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = model_key(_uses_helper)
+    monkeypatch.setattr(sys.modules[__name__], "_helper", lambda x, b: jnp.exp(-b * x) + 1.0)
+    assert model_key(_uses_helper) != before
+
+
+def test_self_referencing_closure_does_not_recurse_forever() -> None:
+    def make(c):
+        def f(x, a, depth=0):
+            # Refers to itself through its own closure cell.
+            return a * x + c if depth else f(x, a, depth=1)
+
+        return f
+
+    f = make(1.0)
+    key = model_key(f)
+    assert key == model_key(f)
+    assert isinstance(key, str) and len(key) == 32
+
+
+def test_mutually_referencing_containers_do_not_recurse_forever() -> None:
+    loop: list = [1.0]
+    loop.append(loop)
+    table: dict = {"self": None}
+    table["self"] = table
+
+    f = lambda x, a: a * x + loop[0] + len(table)  # noqa: E731
+    assert model_key(f) == model_key(f)
+
+
+def test_deep_nesting_is_bounded() -> None:
+    value: object = 1.0
+    for _ in range(50):
+        value = [value]
+    f = lambda x, a: a * x  # noqa: E731
+    g = lambda x, a: a * x + len(value)  # noqa: E731
+    assert model_key(g) == model_key(g)
+    assert model_key(f) != model_key(g)
+
+
+# --------------------------------------------------------------------------------------
+# Through the fit: distinct keys give distinct, correct results
+# --------------------------------------------------------------------------------------
+
+
+def _decay_data(m: int = 64):
+    rng = np.random.default_rng(3)
+    x = np.linspace(0, 4, m)
+    y = 2.0 * np.exp(-0.8 * x) + 1.0 + 0.01 * rng.standard_normal(m)
+    return x, y
+
+
+def test_closures_over_different_floats_fit_correctly() -> None:
+    x, y = _decay_data()
+    # Offsets 1.0 and 0.0: the fitted amplitude/rate differ, each must match scipy.
+    p_one = _assert_matches_scipy(_make_offset_decay, 1.0, x, y, p0=[1.0, 1.0])
+    p_zero = _assert_matches_scipy(_make_offset_decay, 0.0, x, y, p0=[1.0, 1.0])
+    assert not np.allclose(p_one, p_zero, rtol=1e-3)
+    np.testing.assert_allclose(p_one, [2.0, 0.8], rtol=0.05)
+
+
+def test_closures_over_different_arrays_fit_correctly() -> None:
+    rng = np.random.default_rng(4)
+    x = np.linspace(0, 6, 64)
+    y = 1.5 * np.sin(1.0 * x) - 0.5 * np.cos(2.0 * x) + 0.01 * rng.standard_normal(64)
+    p_a = _assert_matches_scipy(_make_sine, np.array([1.0, 2.0]), x, y, p0=[1.0, 1.0])
+    p_b = _assert_matches_scipy(_make_sine, np.array([1.0, 3.0]), x, y, p0=[1.0, 1.0])
+    np.testing.assert_allclose(p_a, [1.5, -0.5], rtol=0.05)
+    assert not np.allclose(p_a, p_b, rtol=1e-3)
+
+
+def test_changed_module_constant_is_seen_by_the_next_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = np.linspace(0, 1, 16)
+    y = 6.0 * x
+    popt, _ = nlsq.curve_fit(_global_scaled, x, y, p0=[1.0])
+    np.testing.assert_allclose(popt, [3.0], rtol=1e-10)  # SCALE = 2
+    monkeypatch.setattr(sys.modules[__name__], "SCALE", 3.0)
+    popt, _ = nlsq.curve_fit(_global_scaled, x, y, p0=[1.0])
+    np.testing.assert_allclose(popt, [2.0], rtol=1e-10)  # SCALE = 3, not a stale program
+
+
+class _Scaled:
+    def __init__(self, k: float) -> None:
+        self.k = k
+
+    def model(self, x, a):
+        return a * self.k * x
+
+
+def test_instance_data_attributes_are_part_of_a_bound_method_key() -> None:
+    instance = _Scaled(2.0)
+    before = model_key(instance.model)
+    instance.k = 3.0
+    assert model_key(instance.model) != before
+
+
+def test_changed_instance_attribute_refits_with_the_new_value() -> None:
+    x = np.linspace(0, 1, 16)
+    instance = _Scaled(2.0)
+    popt_two, _ = nlsq.curve_fit(instance.model, x, 6 * x, p0=[1.0])
+    instance.k = 3.0
+    popt_three, _ = nlsq.curve_fit(instance.model, x, 6 * x, p0=[1.0])
+    np.testing.assert_allclose([popt_two[0], popt_three[0]], [3.0, 2.0], rtol=1e-10)
+
+
+def test_module_data_attribute_read_by_the_model_is_part_of_its_key() -> None:
+    settings = types.ModuleType("nlsq_test_settings")
+    settings.K = 2.0
+
+    def model(x, a):
+        return a * settings.K * x
+
+    before = model_key(model)
+    settings.K = 3.0
+    assert model_key(model) != before
