@@ -516,3 +516,24 @@ def test_cache_disabled_builds_a_fresh_program_every_call(monkeypatch) -> None:
     assert all(_loads(r.cache_stats) == 1 for r in results)
     np.testing.assert_array_equal(results[0].popt, results[1].popt)
     _assert_equals_scipy(DECAY, results[0], x, y)
+
+
+@pytest.mark.parametrize(
+    ("m", "expected"),
+    [
+        (1, 16),
+        (16, 16),
+        (17, 32),
+        (1000, 1024),
+        (1024, 1024),
+        (1025, 2048),
+        (65536, 65536),
+        (65537, 73728),
+        (100_000, 106_496),
+        (1_000_000, 1_048_576),
+    ],
+)
+def test_bucket_sizes(m: int, expected: int) -> None:
+    assert bucket_size(m) == expected
+    # Bounded waste: at most double below 2**16, at most 12.5% above.
+    assert m <= bucket_size(m) <= (2 * m if m <= 1 << 16 else 1.125 * m) or m < 16
