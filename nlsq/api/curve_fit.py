@@ -20,6 +20,7 @@ from nlsq.api.least_squares import ValidatedOptions, solve, validate_options
 from nlsq.bounds import prepare_bounds
 from nlsq.errors import TraceTimeInputError
 from nlsq.identity import model_key
+from nlsq.pointwise import acts_pointwise
 from nlsq.result import FitResult
 from nlsq.solvers.termination import TERMINATION_MESSAGES
 
@@ -163,38 +164,14 @@ def bucket_size(m: int) -> int:
     return -(-m // step) * step
 
 
-_POINTWISE_PROBE = 32
 _pointwise_verdicts: dict[tuple, bool] = {}
 
 
-def _pad_last_axis(a: np.ndarray, pad: int, mode: str, **kwargs: Any) -> np.ndarray:
-    return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, pad)], mode=mode, **kwargs)
-
-
 def _acts_pointwise(f: Callable, key: str, xdata: np.ndarray, p0: np.ndarray) -> bool:
-    """Whether appending points to ``xdata`` leaves the model's values at the others.
-
-    Padding to a size bucket is only exact for such models; one that normalises by
-    ``x.mean()`` or ``len(x)``, say, is fitted at its exact length instead. Checked
-    once per model on a short slice of the data (eagerly, outside the compiled fit).
-    """
+    """:func:`nlsq.pointwise.acts_pointwise`, decided once per model and data rank."""
     verdict_key = (key, xdata.ndim)
     if verdict_key not in _pointwise_verdicts:
-        probe = xdata[..., :_POINTWISE_PROBE]
-        length = probe.shape[-1]
-        try:
-            with jax.enable_x64(True):
-                short = np.asarray(f(jnp.asarray(probe), *p0))
-                padded = _pad_last_axis(probe, length, mode="edge")
-                long = np.asarray(f(jnp.asarray(padded), *p0))
-            verdict = (
-                short.shape == (length,)
-                and long.shape == (2 * length,)
-                and bool(np.allclose(long[:length], short, rtol=1e-10, atol=0, equal_nan=True))
-            )
-        except Exception:  # noqa: BLE001 - any failure: fit unpadded, where it surfaces
-            verdict = False
-        _pointwise_verdicts[verdict_key] = verdict
+        _pointwise_verdicts[verdict_key] = acts_pointwise(f, xdata, p0)
     return _pointwise_verdicts[verdict_key]
 
 
