@@ -3,6 +3,24 @@
 import os
 import tempfile
 
+import pytest
+
+from nlsq import config
+
 # Set before any fit: nlsq reads these lazily, on the first fit of the process.
 os.environ["NLSQ_CONFIG"] = os.path.join(tempfile.mkdtemp(prefix="nlsq-test-config-"), "none.json")
 os.environ.setdefault("NLSQ_DISK_CACHE_DIR", tempfile.mkdtemp(prefix="nlsq-test-disk-cache-"))
+
+_ISOLATED_ENV = sorted(
+    setting.env
+    for setting in config.SETTINGS.values()
+    if not setting.key.startswith("cache_config.disk_cache")
+)
+
+
+@pytest.fixture(autouse=True)
+def _default_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Defaults for every setting: no ``NLSQ_*`` variable, no config file."""
+    for name in _ISOLATED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(config.CONFIG_PATH_ENV, str(tmp_path / "absent-config.json"))

@@ -14,7 +14,6 @@ import pytest
 import scipy.optimize as so
 
 import nlsq
-from nlsq import config
 from nlsq.api import curve_fit as nlsq_curve_fit
 from nlsq.api.curve_fit import bucket_size
 from nlsq.cache import ProgramCache, programs, stats
@@ -22,19 +21,6 @@ from nlsq.identity import model_key
 
 #: Settings that change what these tests count; the disk-cache ones are left alone (the
 #: process-wide persistent cache is configured once, by whichever fit comes first).
-_ISOLATED_ENV = sorted(
-    setting.env
-    for setting in config.SETTINGS.values()
-    if not setting.key.startswith("cache_config.disk_cache")
-)
-
-
-@pytest.fixture(autouse=True)
-def _default_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """Defaults for every setting: no ``NLSQ_*`` variable, no config file."""
-    for name in _ISOLATED_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(config.CONFIG_PATH_ENV, str(tmp_path / "absent-config.json"))
 
 
 def _decay(x, a, b):

@@ -17,7 +17,7 @@ import scipy.optimize as so
 from scipy.optimize import OptimizeWarning
 
 import nlsq
-from nlsq import CurveFit, FitResult, config
+from nlsq import CurveFit, FitResult
 
 POPT_RTOL = 1e-8
 PCOV_RTOL = 1e-6
@@ -26,19 +26,6 @@ P0 = [1.0, 1.0, 0.0]
 
 #: Settings that change what these tests count; the disk-cache ones are left alone (the
 #: process-wide persistent cache is configured once, by whichever fit comes first).
-_ISOLATED_ENV = sorted(
-    setting.env
-    for setting in config.SETTINGS.values()
-    if not setting.key.startswith("cache_config.disk_cache")
-)
-
-
-@pytest.fixture(autouse=True)
-def _default_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """Defaults for every setting: no ``NLSQ_*`` variable, no config file."""
-    for name in _ISOLATED_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(config.CONFIG_PATH_ENV, str(tmp_path / "absent-config.json"))
 
 
 def model(x, a, b, c):

@@ -18,7 +18,6 @@ import pytest
 import scipy.optimize as so
 
 import nlsq
-from nlsq import config
 from nlsq.identity import model_key
 
 POPT_RTOL = 1e-8
@@ -30,19 +29,6 @@ SCALE = 2.0
 
 #: Settings that change what these tests count; the disk-cache ones are left alone (the
 #: process-wide persistent cache is configured once, by whichever fit comes first).
-_ISOLATED_ENV = sorted(
-    setting.env
-    for setting in config.SETTINGS.values()
-    if not setting.key.startswith("cache_config.disk_cache")
-)
-
-
-@pytest.fixture(autouse=True)
-def _default_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    """Defaults for every setting: no ``NLSQ_*`` variable, no config file."""
-    for name in _ISOLATED_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(config.CONFIG_PATH_ENV, str(tmp_path / "absent-config.json"))
 
 
 def _global_scaled(x, a):
