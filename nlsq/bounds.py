@@ -29,9 +29,9 @@ def prepare_bounds(bounds: tuple, n: int) -> tuple[np.ndarray, np.ndarray]:
     """
     lb, ub = (np.asarray(b, dtype=float) for b in bounds)
     if lb.ndim == 0:
-        lb = np.resize(lb, n)
+        lb = np.full(n, lb)
     if ub.ndim == 0:
-        ub = np.resize(ub, n)
+        ub = np.full(n, ub)
     return lb, ub
 
 

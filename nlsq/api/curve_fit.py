@@ -324,7 +324,7 @@ def prepare(
     if p0 is None:
         p0 = _initialize_feasible(lb, ub)
 
-    bounded_problem = bool(np.any((lb > -np.inf) | (ub < np.inf)))
+    bounded_problem = bool(((lb > -np.inf) | (ub < np.inf)).any())
     user_chose_method = method is not None
     if method is None:
         method = "trf"

@@ -58,13 +58,13 @@ def _check_x_scale(x_scale: Any, x0: np.ndarray) -> np.ndarray | str:
         return x_scale
     try:
         x_scale = np.asarray(x_scale, dtype=float)
-        valid = bool(np.all(np.isfinite(x_scale)) and np.all(x_scale > 0))
+        valid = bool(np.isfinite(x_scale).all() and (x_scale > 0).all())
     except (ValueError, TypeError):
         valid = False
     if not valid:
         raise ValueError("`x_scale` must be 'jac' or array_like with positive numbers.")
     if x_scale.ndim == 0:
-        x_scale = np.resize(x_scale, x0.shape)
+        x_scale = np.full(x0.shape, x_scale)
     if x_scale.shape != x0.shape:
         raise ValueError("Inconsistent shapes between `x_scale` and `x0`.")
     return x_scale
@@ -125,14 +125,14 @@ def validate_options(
         lb, ub = prepare_bounds(bounds, x0.shape[0])
     else:
         raise ValueError("`bounds` must contain 2 elements.")
-    bounded = bool(np.any(np.isfinite(lb)) or np.any(np.isfinite(ub)))
+    bounded = bool(np.isfinite(lb).any() or np.isfinite(ub).any())
     if method == "lm" and bounded:
         raise ValueError("Method 'lm' doesn't support bounds.")
     if lb.shape != x0.shape or ub.shape != x0.shape:
         raise ValueError("Inconsistent shapes between bounds and `x0`.")
-    if np.any(lb >= ub):
+    if (lb >= ub).any():
         raise ValueError("Each lower bound must be strictly less than each upper bound.")
-    if not np.all((x0 >= lb) & (x0 <= ub)):
+    if not ((x0 >= lb) & (x0 <= ub)).all():
         raise ValueError("Initial guess is outside of provided bounds")
 
     x_scale = _check_x_scale(x_scale, x0)
