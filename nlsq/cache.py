@@ -288,13 +288,6 @@ def ensure_disk_cache() -> Path | None:
         return directory
 
 
-def reset_disk_cache_state() -> None:
-    """Forget the disk-cache decision so the next fit re-reads the configuration."""
-    with _disk_lock:
-        _disk_state["configured"] = False
-        _disk_state["dir"] = None
-
-
 @contextlib.contextmanager
 def disk_cache_threshold() -> Iterator[None]:
     """Cache nlsq's programs on disk even when they compile fast (this thread only)."""

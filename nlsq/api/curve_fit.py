@@ -231,9 +231,7 @@ def fit_prepared(
             )
         n_residuals = m
     data = (
-        jax.tree.map(lambda leaf: np.asarray(leaf, real), xdata)
-        if _is_array_like(xdata)
-        else xdata,
+        xdata.astype(real, copy=False) if isinstance(xdata, np.ndarray) else xdata,
         ydata.astype(real),
         None if transform is None else transform.astype(real),
     )
