@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+import jax
 import pytest
 
 from nlsq import config
@@ -24,3 +25,10 @@ def _default_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     for name in _ISOLATED_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(config.CONFIG_PATH_ENV, str(tmp_path / "absent-config.json"))
+
+
+@pytest.fixture(scope="module")
+def x64():
+    """64-bit JAX for a whole module of unit tests that call nlsq's helpers directly."""
+    with jax.enable_x64(True):
+        yield

@@ -30,10 +30,7 @@ make_strictly_feasible = jax.jit(bounds.make_strictly_feasible, static_argnums=3
 step_size_to_bound = jax.jit(bounds.step_size_to_bound)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def f64(*values) -> np.ndarray:

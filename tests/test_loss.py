@@ -26,10 +26,7 @@ EPS = float(np.finfo(np.float64).eps)
 ROBUST = ["huber", "soft_l1", "cauchy", "arctan"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def f64(*values) -> np.ndarray:

@@ -12,10 +12,7 @@ from nlsq import scaling
 compute_jac_scale = jax.jit(scaling.compute_jac_scale)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def test_first_call_uses_column_norms_and_replaces_zeros_by_one():

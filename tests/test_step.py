@@ -19,10 +19,7 @@ def select_step(*args):
     return _select_step(*(np.asarray(a, dtype=np.float64) for a in args))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def f64(*values) -> np.ndarray:

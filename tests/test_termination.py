@@ -18,10 +18,7 @@ scipy_least_squares = importlib.import_module("scipy.optimize._lsq.least_squares
 check_termination = jax.jit(termination.check_termination)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def status(dF, F, dx_norm, x_norm, ratio, ftol=1e-8, xtol=1e-8) -> int:

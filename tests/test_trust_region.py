@@ -24,10 +24,7 @@ evaluate_quadratic = jax.jit(trust_region.evaluate_quadratic)
 minimize_quadratic_1d = jax.jit(trust_region.minimize_quadratic_1d)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _x64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def f64(*values) -> np.ndarray:
