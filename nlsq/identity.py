@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import types
+import warnings
 from typing import Any
 
 import numpy as np
@@ -129,8 +130,7 @@ class _Fingerprint:
         # So are data attributes it reads from modules it refers to (``settings.K``).
         for value in referenced:
             if isinstance(value, types.ModuleType):
-                attributes = {a: getattr(value, a) for a in names if hasattr(value, a)}
-                self.data_attributes(attributes, depth)
+                self.data_attributes(_module_attributes(value, names), depth)
 
     def data_attributes(self, attributes: dict[str, Any], depth: int) -> None:
         """Fingerprint the attributes that hold data (numbers, strings, arrays)."""
@@ -139,6 +139,17 @@ class _Fingerprint:
             if _is_data(value):
                 self.tag(f"attribute:{name}")
                 self.value(value, depth + 1)
+
+
+def _module_attributes(module: types.ModuleType, names: tuple[str, ...]) -> dict[str, Any]:
+    """The attributes of ``module`` named in ``names``.
+
+    Warnings are silenced because looking a name up may warn (NumPy warns for ``np.str``
+    when a model also uses the builtin ``str``), and a fingerprint must never fail.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {name: getattr(module, name) for name in names if hasattr(module, name)}
 
 
 @functools.lru_cache(maxsize=4096)
