@@ -85,7 +85,9 @@ class CurveFit:
         -------
         FitResult
             Unpacks as ``popt, pcov``; also carries ``status``, ``nfev``, ``cost``,
-            ``residuals``, ``perr`` and ``cache_stats``.
+            ``residuals``, ``perr`` and ``cache_stats``, a report
+            (:meth:`nlsq.FitResult.summary`) and confidence intervals
+            (:meth:`nlsq.FitResult.conf_int`).
 
         Raises
         ------
