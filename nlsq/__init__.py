@@ -11,11 +11,13 @@ from nlsq.api.large import curve_fit_large
 from nlsq.api.least_squares import least_squares
 from nlsq.batch_result import BatchResult
 from nlsq.cache import cache_info, clear_cache
+from nlsq.errors import FitMemoryError
 from nlsq.result import FitResult
 
 __all__ = [
     "BatchResult",
     "CurveFit",
+    "FitMemoryError",
     "FitResult",
     "cache_info",
     "clear_cache",

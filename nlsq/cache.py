@@ -54,6 +54,8 @@ class ProgramCache:
         self._max_size = max_size
         self._programs: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
+        #: One lock per key being built, so that concurrent misses build it once.
+        self._building: dict[Hashable, threading.Lock] = {}
         self.hits = 0
         self.misses = 0
 
@@ -67,26 +69,46 @@ class ProgramCache:
         """The program stored under ``key``, built (and stored) on a miss.
 
         A ``None`` key means the program must not be shared: it is built and not
-        stored.
+        stored. Threads missing the same key at once build it once: the others wait
+        for it (and count as hits).
         """
         if key is None:
             return build()
+        program = self._lookup(key)
+        if program is not None:
+            return program
+        with self._lock:
+            building = self._building.setdefault(key, threading.Lock())
+        with building:
+            # Another thread may have built it while this one waited.
+            program = self._lookup(key)
+            if program is not None:
+                return program
+            with self._lock:
+                self.misses += 1
+            try:
+                program = build()
+                self._store(key, program)
+            finally:
+                with self._lock:
+                    self._building.pop(key, None)
+        return program
+
+    def _lookup(self, key: Hashable) -> Any:
         with self._lock:
             program = self._programs.get(key)
             if program is not None:
                 self._programs.move_to_end(key)
                 self.hits += 1
-                return program
-            self.misses += 1
-        program = build()
+            return program
+
+    def _store(self, key: Hashable, program: Any) -> None:
         max_size = self.max_size
         with self._lock:
-            # Another thread may have stored one meanwhile; keep the first.
-            program = self._programs.setdefault(key, program)
+            self._programs[key] = program
             self._programs.move_to_end(key)
             while len(self._programs) > max_size:
                 self._programs.popitem(last=False)
-        return program
 
     def clear(self) -> None:
         """Drop every stored program and reset the counters."""
@@ -242,7 +264,7 @@ def _writable_directory(path: Path) -> str | None:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".nlsq-write-test-"):
             pass
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path
         return str(error)
     return None
 
@@ -277,7 +299,9 @@ def ensure_disk_cache() -> Path | None:
         if problem is not None:
             warnings.warn(
                 f"nlsq's persistent compilation cache is disabled: cannot write to "
-                f"{directory} ({problem}). Fits work as usual, compiled from scratch.",
+                f"{directory} ({problem}). Fits work as usual, compiled from scratch. Set "
+                "NLSQ_DISK_CACHE_DIR to a writable directory, or NLSQ_DISK_CACHE=0 to turn "
+                "the cache off.",
                 config.ConfigWarning,
                 stacklevel=4,
             )

@@ -1,4 +1,4 @@
-"""Exceptions used inside traced code."""
+"""Exceptions of nlsq: input errors found while tracing, and out-of-memory errors."""
 
 from __future__ import annotations
 
@@ -26,3 +26,40 @@ def plain_input_errors() -> Iterator[None]:
         yield
     except TraceTimeInputError as error:
         raise error.error_type(str(error)) from None
+
+
+class FitMemoryError(MemoryError):
+    """The device ran out of memory during a fit.
+
+    Raised from JAX's ``RESOURCE_EXHAUSTED`` runtime error (kept as ``__cause__``),
+    with a message that says how to fit in less memory.
+    """
+
+
+#: How the XLA runtime reports a failed allocation (CPU and GPU alike).
+_OUT_OF_MEMORY_MARKERS = ("RESOURCE_EXHAUSTED", "Out of memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is the XLA runtime's out-of-memory error."""
+    return isinstance(error, RuntimeError) and any(
+        marker in str(error) for marker in _OUT_OF_MEMORY_MARKERS
+    )
+
+
+@contextlib.contextmanager
+def out_of_memory_advice(advice: str) -> Iterator[None]:
+    """Re-raise the runtime's out-of-memory error as :class:`FitMemoryError`.
+
+    Parameters
+    ----------
+    advice : str
+        What the user can do (appended to the message).
+    """
+    try:
+        yield
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        first_line = str(error).strip().splitlines()[0]
+        raise FitMemoryError(f"The fit ran out of memory ({first_line}). {advice}") from error

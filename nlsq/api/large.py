@@ -36,11 +36,11 @@ from nlsq import config
 from nlsq.api.callback import CallbackWrapper
 from nlsq.api.least_squares import ValidatedOptions, validate_options
 from nlsq.cache import ensure_disk_cache, programs, stats, track_compiles
-from nlsq.errors import TraceTimeInputError, plain_input_errors
+from nlsq.errors import TraceTimeInputError, out_of_memory_advice, plain_input_errors
 from nlsq.identity import model_key
 from nlsq.loss import LossFunction, resolve_loss
 from nlsq.pointwise import acts_pointwise
-from nlsq.result import FitResult
+from nlsq.result import FitData, FitResult
 from nlsq.solvers.gram import ChunkSource, covariance_from_gram, trf_chunked
 from nlsq.solvers.progress import host_callback_hook
 from nlsq.solvers.termination import INITIAL_NOT_FINITE, TERMINATION_MESSAGES
@@ -56,6 +56,14 @@ MIN_CHUNK, MAX_CHUNK = 1 << 12, 1 << 20
 
 
 # --- Selection ---------------------------------------------------------------------
+
+
+#: What to do when a chunked fit runs out of memory.
+CHUNKED_ADVICE = (
+    "Use a smaller chunk_size, or a lower memory budget (memory_budget=..., setting "
+    "large.memory_budget, environment variable NLSQ_MEMORY_BUDGET), from which the "
+    "chunk size is chosen; stream=True keeps the data on the host."
+)
 
 
 def memory_budget(argument: Any = None) -> int:
@@ -196,7 +204,10 @@ class IterableData:
             data.sizes.append(y.shape[0])
             start += y.shape[0]
         if not data.sizes or start == 0:
-            raise ValueError("The chunk source yielded no data.")
+            raise ValueError(
+                "The chunk source yielded no data; the callable must return a new "
+                "iterable of (xdata, ydata) chunks on every call (e.g. a generator function)."
+            )
         return data
 
 
@@ -592,7 +603,7 @@ def fit_chunked(
         local_layout = Layout(local_blocks, layout.n_chunks, layout.chunk_size)
         host_blocks, counts = _resident_blocks(data, local_layout, dtype)
         # 64-bit mode is thread-local: without it device_put would round to float32.
-        with jax.enable_x64(True):
+        with jax.enable_x64(True), out_of_memory_advice(CHUNKED_ADVICE):
             placed = _place((host_blocks, counts), mesh)
         del host_blocks
     logger.info(
@@ -612,7 +623,12 @@ def fit_chunked(
     inputs = options.inputs
     ensure_disk_cache()
     try:
-        with jax.enable_x64(True), plain_input_errors(), track_compiles() as call:
+        with (
+            jax.enable_x64(True),
+            plain_input_errors(),
+            out_of_memory_advice(CHUNKED_ADVICE),
+            track_compiles() as call,
+        ):
             out = program(
                 inputs.x0.astype(dtype),
                 inputs.lb.astype(dtype),
@@ -670,7 +686,20 @@ def fit_chunked(
         covariance_warning=covariance_warning,
         device_residuals=_LazyRows(f, data, popt, dtype, jacobian=False),
         device_jac=_LazyRows(f, data, popt, dtype, jacobian=True),
+        n_points=m_total,
+        absolute_sigma=absolute_sigma,
+        model=f,
+        data=_fit_data(data, m_total),
     )
+
+
+def _fit_data(data: ArrayData | IterableData, m_total: int) -> FitData | None:
+    """The data for ``FitResult``'s statistics: only arrays that hold every point
+    (not a chunk source, not one process's part of a multi-process fit)."""
+    if not isinstance(data, ArrayData) or data.m != m_total:
+        return None
+    kind = "none" if data.weights is None else "diagonal"
+    return FitData(data.x, data.y, kind, data.weights)
 
 
 class _LazyRows:
@@ -865,10 +894,15 @@ def use_chunked(f: Callable, jac: Any, prepared: Any, chunk_size: int | None) ->
         if estimate <= memory_budget() or reason is not None:
             return False
     elif reason is not None:
-        raise ValueError(f"chunk_size: the chunked solver supports {reason}.")
+        raise ValueError(
+            f"chunk_size: the chunked solver supports {reason}; remove chunk_size to fit in memory."
+        )
     pointwise = acts_pointwise(f, prepared.xdata, prepared.options.inputs.x0)
     if not pointwise and chunk_size is not None:
-        raise ValueError("chunk_size: the model must act point by point along the data axis.")
+        raise ValueError(
+            "chunk_size: the model must act point by point along the data axis (its value "
+            "at a point must depend on that point only); remove chunk_size to fit in memory."
+        )
     if pointwise and chunk_size is None:
         logger.info(
             "curve_fit: %d points x %d parameters exceed the memory budget in memory "
