@@ -1,8 +1,9 @@
-"""Parameter covariance from the Jacobian at the solution (scipy's rule)."""
+"""Parameter covariance at the solution, by scipy's rules (curve_fit and leastsq)."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import jax.scipy.linalg as jsl
 from jax import Array
 
 
@@ -35,3 +36,35 @@ def unscaled_covariance(J: Array, n_residuals: Array | int) -> Array:
     kept = s > threshold
     weights = jnp.where(kept, 1 / jnp.where(kept, s, 1.0) ** 2, 0.0)
     return (VT.T * weights) @ VT
+
+
+def leastsq_covariance(fjac: Array, ipvt: Array) -> Array:
+    """``cov_x`` of ``scipy.optimize.leastsq``: ``(J^T J)^-1`` from MINPACK's ``R``.
+
+    With ``J P = Q R`` (column pivoting ``P``), ``(J^T J)^-1 = P R^-1 R^-T P^T``.
+    Like scipy, which inverts ``R`` with LAPACK's ``trtri``, there is no rank
+    threshold: an exactly zero diagonal element of ``R`` makes the covariance
+    undefined (all NaN here, ``None`` in scipy), whereas a merely tiny one gives
+    huge variances.
+
+    Parameters
+    ----------
+    fjac : Array, shape (m, n)
+        MINPACK's ``fjac`` (``R`` on and above the diagonal).
+    ipvt : Array of int, shape (n,)
+        Column pivoting, 0-based: column j of ``J P`` is column ``ipvt[j]`` of ``J``.
+
+    Returns
+    -------
+    Array, shape (n, n)
+    """
+    n = ipvt.shape[0]
+    R = jnp.triu(fjac[:n, :])
+    diagonal = jnp.diagonal(R)
+    singular = jnp.any(diagonal == 0)
+    # A unit diagonal stands in for the zeros, whose result is discarded anyway.
+    safe = R + jnp.diag(jnp.where(diagonal == 0, 1.0, 0.0).astype(R.dtype))
+    inverse = jsl.solve_triangular(safe, jnp.eye(n, dtype=R.dtype), lower=False)
+    # Row ipvt[j] of P R^-1 is row j of R^-1.
+    inverse = jnp.zeros_like(inverse).at[ipvt].set(inverse)
+    return jnp.where(singular, jnp.nan, inverse @ inverse.T)

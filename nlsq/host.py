@@ -107,7 +107,11 @@ def host_callable(
         if last is not None and last[0] == x_bytes:
             return last[1]
         try:
-            value = np.array(function(x.copy(), data))
+            # 64-bit JAX as during the probe and the fit: a model that keeps the JAX
+            # values it was probed with and later mixes them with NumPy values
+            # must not see them truncated (or warned about).
+            with jax.enable_x64(True):
+                value = np.array(function(x.copy(), data))
             if value.shape != shape and value.size == np.prod(shape, dtype=int):
                 value = value.reshape(shape)
             if value.shape != shape:
@@ -176,9 +180,11 @@ def runs_on_host(
 
     The function is first called with ``x`` as a JAX array: NumPy code returns a
     NumPy array (or fails, when it writes into ``x``), JAX code a JAX array. Only
-    then is JAX code traced, to be sure that it can be. With ``probe``, a NumPy
-    result is stored under ``probe["value"]``: it is the function at ``x``, which
-    scipy computes first too, so the model is not called again for it.
+    then is JAX code traced, to be sure that it can be. With ``probe``, the result
+    of a function found to run on the host is stored under ``probe["value"]`` (as
+    NumPy): it is the function at ``x``, which scipy computes first too, so the
+    function is not called at ``x`` again: a model that checks it is never called
+    twice in a row with the same parameters, as scipy guarantees, keeps working.
     """
     if key is not None and key in _verdicts:
         return _verdicts[key]
@@ -189,8 +195,9 @@ def runs_on_host(
             verdict = True
         else:
             verdict = not isinstance(value, jax.Array) or not traces(function, x, *rest)
-            if verdict and probe is not None and not isinstance(value, jax.Array):
-                probe["value"] = value
+            if verdict and probe is not None:
+                # Other results (a sparse matrix from `jac`) are kept as they are.
+                probe["value"] = np.asarray(value) if isinstance(value, jax.Array) else value
     if key is not None:
         _verdicts[key] = verdict
     return verdict

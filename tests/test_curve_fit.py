@@ -622,3 +622,97 @@ def test_all_tolerances_below_eps_warn_then_raise_like_scipy(tol: float) -> None
     ):
         nlsq.curve_fit(LINE.jax_f, X_PCOV, Y_PCOV, jac=LINE.jax_jac, **options)
     assert [str(w.message) for w in record] == [str(w.message) for w in expected_warnings]
+
+
+# --------------------------------------------------------------------------------------
+# method='lm': leastsq's covariance and infodict (MINPACK's fjac, ipvt, qtf)
+# --------------------------------------------------------------------------------------
+
+
+def _lm_fits(model: Model, numpy_model: bool, **options: Any):
+    """scipy's and nlsq's ``curve_fit(method='lm', full_output=True)``, warnings recorded.
+
+    A JAX model gets its exact Jacobian by autodiff, and scipy the same Jacobian as
+    ``jac`` (``lmder``); a NumPy model gets MINPACK's forward differences in both
+    (``lmdif``).
+    """
+    expected = _call_recording_warnings(
+        lambda: so.curve_fit(
+            model.np_f,
+            X,
+            Y,
+            method="lm",
+            jac=None if numpy_model else model.np_jac,
+            full_output=True,
+            **options,
+        )
+    )
+    actual = _call_recording_warnings(
+        lambda: nlsq.curve_fit(
+            model.np_f if numpy_model else model.jax_f,
+            X,
+            Y,
+            method="lm",
+            full_output=True,
+            **options,
+        )
+    )
+    return expected, actual
+
+
+def _assert_relative_to_scale(actual: np.ndarray, expected: np.ndarray, rtol: float) -> None:
+    """Covariances compared entry by entry on the scale ``sqrt(C_ii C_jj)``."""
+    scale = np.sqrt(np.outer(np.diag(expected), np.diag(expected)))
+    np.testing.assert_array_less(np.abs(actual - expected), rtol * scale + 1e-300)
+
+
+@pytest.mark.parametrize("numpy_model", [False, True], ids=["jax-model", "numpy-model"])
+def test_lm_covariance_and_infodict_match_leastsq(numpy_model: bool) -> None:
+    ((popt_s, pcov_s, info_s, mesg_s, ier_s), _), ((popt, pcov, info, mesg, ier), caught) = (
+        _lm_fits(DECAY, numpy_model, p0=(1.0, 1.0, 0.0))
+    )
+    assert [category for category, _ in caught if category is not nlsq.host.NumPyModelWarning] == []
+    assert (ier, mesg) == (ier_s, mesg_s)
+    # leastsq's keys (njev only with a Jacobian), and nlsq's compile statistics.
+    assert list(info) == [*info_s, "cache_stats"]
+    assert info["nfev"] == info_s["nfev"] and info.get("njev") == info_s.get("njev")
+    # Difference quotients turn rounding differences (XLA sums in its own order) into
+    # relative changes of about 1e-8 in J, and so in the iterates.
+    rtol = 1e-7 if numpy_model else 1e-10
+    np.testing.assert_allclose(popt, popt_s, rtol=rtol)
+    _assert_relative_to_scale(pcov, pcov_s, rtol)
+    np.testing.assert_array_equal(info["ipvt"], info_s["ipvt"])
+    assert info["ipvt"].dtype == info_s["ipvt"].dtype
+    assert info["fjac"].shape == info_s["fjac"].shape == (3, X.size)
+    scale = np.max(np.abs(info_s["fjac"]))
+    np.testing.assert_allclose(info["fjac"], info_s["fjac"], rtol=rtol, atol=rtol * scale)
+    f_scale = np.linalg.norm(info_s["fvec"])
+    np.testing.assert_allclose(info["qtf"], info_s["qtf"], rtol=rtol, atol=rtol * f_scale)
+    np.testing.assert_allclose(info["fvec"], info_s["fvec"], rtol=rtol, atol=rtol * f_scale)
+
+
+@pytest.mark.parametrize("numpy_model", [False, True], ids=["jax-model", "numpy-model"])
+def test_lm_singular_covariance_warns_like_scipy(numpy_model: bool) -> None:
+    """A parameter the model ignores: ``R`` is singular, pcov is inf with scipy's warning."""
+    ((_, pcov_s, *_), warnings_s), ((_, pcov, *_), warnings_n) = _lm_fits(
+        FLAT, numpy_model, p0=(2.0, 0.0)
+    )
+    assert np.isinf(pcov_s).all() and np.isinf(pcov).all()
+    ignored = nlsq.host.NumPyModelWarning
+    assert (
+        [w for w in warnings_n if w[0] is not ignored]
+        == warnings_s
+        == [(OptimizeWarning, "Covariance of the parameters could not be estimated")]
+    )
+
+
+@pytest.mark.parametrize("ydata", [[5.0, 9.0, 13.0, 17.0], [5.0]], ids=["m=4", "m=1"])
+def test_lm_more_parameters_than_points_raises_type_error_like_scipy(ydata: list) -> None:
+    def f(x, a, b, c, d, e):
+        return a * x + b + c + d + e
+
+    xdata = np.arange(len(ydata), dtype=float)
+    with pytest.raises(TypeError) as expected:
+        so.curve_fit(f, xdata, ydata, method="lm")
+    with pytest.raises(TypeError, match=f"^{re.escape(str(expected.value))}$"):
+        nlsq.curve_fit(f, xdata, ydata, method="lm")

@@ -23,6 +23,7 @@ import pytest
 import scipy.optimize as so
 
 import nlsq
+from nlsq.host import NumPyModelWarning
 
 #: Relative tolerance for ``x`` and ``cost``.
 RTOL = 1e-8
@@ -759,3 +760,73 @@ def test_unsupported_options_raise_not_implemented(options: dict) -> None:
     options = {"jac": ROSENBROCK.jax_jac, **options}
     with pytest.raises(NotImplementedError):
         nlsq.least_squares(ROSENBROCK.jax_fun, [2.0, 2.0], **options)
+
+
+# --------------------------------------------------------------------------------------
+# Sparse Jacobians where scipy refuses them: scipy's errors, in scipy's order
+# --------------------------------------------------------------------------------------
+
+
+def _sparse_trivial(kind: str):
+    """``f(x) = x**2 + 5`` (scipy's ``fun_trivial``) with a sparse or operator ``jac``."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.linalg import aslinearoperator
+
+    def fun(x):
+        return np.atleast_1d(x**2 + 5.0)
+
+    def jac(x):
+        dense = np.atleast_2d(2.0 * np.asarray(x))
+        return csr_matrix(dense) if kind == "sparse" else aslinearoperator(dense)
+
+    return fun, jac
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("sparse", {"method": "lm"}),
+        ("operator", {"method": "lm"}),
+        ("sparse", {"method": "trf", "tr_solver": "exact"}),
+        ("operator", {"method": "dogbox", "tr_solver": "exact"}),
+        ("operator", {"method": "trf", "x_scale": "jac"}),
+        (None, {"method": "lm", "jac_sparsity": [1]}),
+        (None, {"method": "trf", "tr_solver": "exact", "jac_sparsity": [[1]]}),
+    ],
+    ids=lambda v: v if isinstance(v, str) or v is None else "-".join(map(str, v.values())),
+)
+def test_sparse_jacobian_errors_match_scipy(kind: str | None, options: dict) -> None:
+    fun, jac = _sparse_trivial(kind or "sparse")
+    jac = jac if kind is not None else "2-point"
+    with pytest.raises(ValueError) as expected:
+        so.least_squares(fun, 2.0, jac=jac, **options)
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(ValueError, match=f"^{re.escape(str(expected.value))}$"),
+    ):
+        warnings.simplefilter("ignore", NumPyModelWarning)
+        nlsq.least_squares(fun, 2.0, jac=jac, **options)
+
+
+def test_sparse_jacobian_scipy_accepts_is_not_implemented() -> None:
+    """scipy solves it with tr_solver='lsmr', which nlsq does not have."""
+    fun, jac = _sparse_trivial("sparse")
+    with warnings.catch_warnings(), pytest.raises(NotImplementedError):
+        warnings.simplefilter("ignore", NumPyModelWarning)
+        nlsq.least_squares(fun, 2.0, jac=jac)
+
+
+def test_lm_ignores_tr_solver_like_scipy() -> None:
+    """scipy's 'lm' never reads ``tr_solver``: 'lsmr' changes nothing."""
+    expected = so.least_squares(
+        ROSENBROCK.np_fun, [2.0, 2.0], jac=ROSENBROCK.np_jac, method="lm", tr_solver="lsmr"
+    )
+    actual = nlsq.least_squares(
+        ROSENBROCK.jax_fun, [2.0, 2.0], jac=ROSENBROCK.jax_jac, method="lm", tr_solver="lsmr"
+    )
+    assert (actual.status, actual.nfev, actual.njev) == (
+        expected.status,
+        expected.nfev,
+        expected.njev,
+    )
+    np.testing.assert_allclose(actual.x, expected.x, rtol=1e-10)

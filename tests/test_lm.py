@@ -23,11 +23,13 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares, leastsq
 
+from nlsq.covariance import leastsq_covariance
 from nlsq.solvers.lm import (
     FTOL_TOO_SMALL,
     GTOL_TOO_SMALL,
     IMPROPER_INPUT,
     XTOL_TOO_SMALL,
+    LMResult,
     _trial_status,
     enorm,
     lm,
@@ -36,7 +38,6 @@ from nlsq.solvers.lm import (
     qrsolv,
 )
 from nlsq.solvers.termination import INITIAL_NOT_FINITE, RUNNING
-from nlsq.solvers.trf import TRFResult
 
 pytestmark = pytest.mark.usefixtures("x64")
 
@@ -197,7 +198,7 @@ def run_lm(
     max_nfev=None,
     jac_nfev=0,
     finite_difference=False,
-) -> TRFResult:
+) -> LMResult:
     """nlsq's lm on a problem, with scipy's defaults for ``max_nfev``; NumPy results."""
     x0 = np.asarray(PROBLEMS[name].x0 if x0 is None else x0, dtype=float)
     n = x0.size
@@ -205,7 +206,7 @@ def run_lm(
     scale = np.ones(n) if jac_scale else np.broadcast_to(np.asarray(x_scale, float), (n,))
     solve = _compiled_lm(name, jac_scale, jac_nfev, finite_difference)
     result = solve(x0, ftol, xtol, gtol, 100 * n if max_nfev is None else max_nfev, scale)
-    return TRFResult(*(np.asarray(value) for value in jax.device_get(result)))
+    return LMResult(*(np.asarray(value) for value in jax.device_get(result)))
 
 
 @functools.cache
@@ -225,19 +226,56 @@ def run_scipy(name: str, x0=None, *, x_scale="jac", **options):
 
 
 def run_leastsq(name: str, x0=None, *, dfun: bool = True, **options):
-    """scipy's ``leastsq`` (``lmder`` with ``Dfun``, else ``lmdif``); warnings silenced."""
+    """scipy's ``leastsq`` (``lmder`` with ``Dfun``, else ``lmdif``); warnings silenced.
+
+    Returns ``x, infodict, ier``, with ``cov_x`` added to ``infodict``.
+    """
     fun, jac = numpy_model(name)
     x0 = np.asarray(PROBLEMS[name].x0 if x0 is None else x0, dtype=float)
     with warnings.catch_warnings():
         # leastsq warns for every info outside 1-4.
         warnings.simplefilter("ignore", RuntimeWarning)
-        x, _, info, _, ier = leastsq(
+        x, cov_x, info, _, ier = leastsq(
             fun, x0, Dfun=jac if dfun else None, full_output=True, **options
         )
-    return x, info, ier
+    return x, {**info, "cov_x": cov_x}, ier
 
 
-def assert_matches_scipy(ours: TRFResult, ref) -> None:
+def _ipvt_base() -> int:
+    """First column index in the installed scipy's ``ipvt`` (1 in Fortran MINPACK)."""
+    *_, info, _, _ = leastsq(lambda p: np.array([p[0], p[0]]), [1.0], full_output=True)
+    return int(info["ipvt"][0])
+
+
+def assert_factors_match_leastsq(ours: LMResult, info: dict, ier: int) -> None:
+    """MINPACK's ``fjac``, ``ipvt``, ``qtf`` and ``leastsq``'s ``cov_x``, to rounding.
+
+    ``leastsq`` computes ``cov_x`` only for a success (``ier`` 1-4).
+    """
+    np.testing.assert_array_equal(ours.ipvt + _ipvt_base(), info["ipvt"])
+    fjac = ours.fjac.T  # scipy hands out the transpose of MINPACK's array
+    scale = np.max(np.abs(info["fjac"]))
+    np.testing.assert_allclose(fjac, info["fjac"], rtol=1e-10, atol=1e-13 * scale)
+    np.testing.assert_allclose(
+        ours.qtf, info["qtf"], rtol=1e-9, atol=1e-12 * np.linalg.norm(info["fvec"])
+    )
+    cov = np.asarray(leastsq_covariance(jnp.asarray(ours.fjac), jnp.asarray(ours.ipvt)))
+    if ier not in (1, 2, 3, 4):
+        return
+    if info["cov_x"] is None:
+        assert np.isnan(cov).all()
+    else:
+        assert_covariance_close(cov, info["cov_x"], 1e-10)
+
+
+def assert_covariance_close(cov: np.ndarray, ref: np.ndarray, rtol: float) -> None:
+    """Relative to each entry's scale ``sqrt(ref_ii ref_jj)``: near-zero correlations
+    carry the rounding of the large entries."""
+    scale = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
+    np.testing.assert_array_less(np.abs(cov - ref), rtol * scale + 1e-300)
+
+
+def assert_matches_scipy(ours: LMResult, ref) -> None:
     assert (int(ours.status), int(ours.nfev), int(ours.njev)) == (
         ref.status,
         ref.nfev,
@@ -347,6 +385,35 @@ def test_matches_leastsq(name: str, ftol: float, xtol: float, gtol: float) -> No
     assert (int(ours.nfev), int(ours.njev)) == (info["nfev"], info["njev"])
     np.testing.assert_allclose(ours.x, x, rtol=X_RTOL, atol=0)
     np.testing.assert_allclose(ours.fun, info["fvec"], rtol=1e-9, atol=1e-12)
+    assert_factors_match_leastsq(ours, info, ier)
+
+
+def test_zero_column_has_no_covariance() -> None:
+    """An exactly zero Jacobian column makes ``R`` singular: ``cov_x`` is None (NaN)."""
+    x, info, ier = run_leastsq("zero_column")
+    ours = run_lm("zero_column", ftol=LEASTSQ_TOL, xtol=LEASTSQ_TOL, gtol=0.0, max_nfev=400)
+    assert int(ours.status) == STATUS_FROM_IER[ier]
+    assert info["cov_x"] is None
+    assert_factors_match_leastsq(ours, info, ier)
+
+
+def test_factors_of_a_forward_difference_jacobian_match_lmdif() -> None:
+    x, info, ier = run_leastsq("peak", dfun=False)
+    ours = run_lm(
+        "peak",
+        ftol=LEASTSQ_TOL,
+        xtol=LEASTSQ_TOL,
+        gtol=0.0,
+        max_nfev=200 * 5,
+        jac_nfev=4,
+        finite_difference=True,
+    )
+    assert int(ours.status) == STATUS_FROM_IER[ier]
+    np.testing.assert_allclose(ours.x, x, rtol=1e-6)
+    # Difference quotients amplify rounding to about sqrt(eps) relative.
+    np.testing.assert_array_equal(ours.ipvt + _ipvt_base(), info["ipvt"])
+    cov = np.asarray(leastsq_covariance(jnp.asarray(ours.fjac), jnp.asarray(ours.ipvt)))
+    assert_covariance_close(cov, info["cov_x"], 1e-6)
 
 
 def test_leastsq_zero_tolerances_reach_xtol_too_small() -> None:
@@ -579,7 +646,7 @@ def test_lmpar_meets_the_step_bound(delta: float) -> None:
     rng = np.random.default_rng(3)
     A, b, diag = rng.normal(size=(9, 4)), rng.normal(size=9), rng.uniform(0.5, 2.0, size=4)
     qr = qrfac(jnp.asarray(A), jnp.asarray(b), EPS)
-    x, par = lmpar(qr.R, qr.ipvt, jnp.asarray(diag), qr.qtf, delta, 0.0, 1e-300)
+    x, par, _, _ = lmpar(qr.R, qr.ipvt, jnp.asarray(diag), qr.qtf, delta, 0.0, 1e-300)
     dxnorm = np.linalg.norm(diag * np.asarray(x))
     if float(par) == 0:
         np.testing.assert_allclose(x, np.linalg.lstsq(A, b, rcond=None)[0], rtol=1e-10)

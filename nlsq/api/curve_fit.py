@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import warnings
 from collections.abc import Callable
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 from scipy.linalg import LinAlgError, cholesky
-from scipy.optimize import Bounds, OptimizeWarning
+from scipy.optimize import Bounds, OptimizeWarning, leastsq
 
 from nlsq import config
 from nlsq.api import large
@@ -27,7 +28,7 @@ from nlsq.identity import model_key
 from nlsq.jacobian import resolve_jacobian_mode
 from nlsq.pointwise import acts_pointwise
 from nlsq.precision import resolve_dtype
-from nlsq.result import FitResult
+from nlsq.result import FitData, FitResult
 from nlsq.solvers.termination import TERMINATION_MESSAGES
 
 
@@ -275,6 +276,18 @@ def fit_prepared(
     RuntimeError
         If the fit does not converge (scipy's message).
     """
+    return _fit(f, jac, prepared, absolute_sigma)[0]
+
+
+def _fit(
+    f: Callable,
+    jac: Callable | str | None,
+    prepared: PreparedFit,
+    absolute_sigma: bool,
+    lm_factors: bool = False,
+) -> tuple[FitResult, dict[str, np.ndarray] | None]:
+    """:func:`fit_prepared`, and with ``lm_factors`` (method 'lm') ``leastsq``'s
+    ``fjac``, ``ipvt`` and ``qtf`` for its ``infodict`` (else ``None``)."""
     options = prepared.options
     real = options.dtype
     x0 = options.inputs.x0.astype(real)
@@ -290,17 +303,38 @@ def fit_prepared(
     model_on_host = runs_on_host(
         _traced_model(f), ("curve_fit", key) if identified else None, x0, xdata, probe=probe
     )
+    jac_probe: dict = {}
     jac_on_host = jac_at is not None and runs_on_host(
-        jac_at, ("curve_fit jac", key, jac_key) if identified else None, x0, xdata
+        jac_at, ("curve_fit jac", key, jac_key) if identified else None, x0, xdata, probe=jac_probe
     )
+    if "value" in jac_probe:
+        probe["jac"] = jac_probe["value"]
     options = _finite_difference_options(prepared, jac, model_on_host)
     fit_key = ("curve_fit", key, jac_key, prepared.sigma_kind)
     if model_on_host or jac_on_host:
         raw, pcov, cache_stats = _solve_on_host(
-            f, jac_at, prepared, options, fit_key, xdata, model_on_host, jac_on_host, probe
+            f,
+            jac_at,
+            prepared,
+            options,
+            fit_key,
+            xdata,
+            model_on_host,
+            jac_on_host,
+            probe,
+            lm_factors,
         )
     else:
-        raw, pcov, cache_stats = _solve_traced(f, jac_at, prepared, options, fit_key, xdata)
+        raw, pcov, cache_stats = _solve_traced(
+            f, jac_at, prepared, options, fit_key, xdata, lm_factors
+        )
+    factors = None
+    if isinstance(pcov, tuple):
+        pcov, fjac, ipvt, qtf = pcov
+        factors = leastsq_factors(fjac, ipvt, qtf, len(raw.fun))
+        if options.jac_scheme != "minpack":
+            # leastsq counts Jacobian evaluations only when it has a Dfun (lmder).
+            factors = {"njev": raw.njev, **factors}
 
     if prepared.leastsq is not None:
         ier, message = leastsq_message(raw.status, options)
@@ -317,7 +351,7 @@ def fit_prepared(
         prepared.n_params,
         absolute_sigma,
     )
-    return FitResult(
+    result = FitResult(
         popt=np.asarray(raw.x, dtype=float),
         pcov=pcov,
         status=raw.status,
@@ -332,7 +366,51 @@ def fit_prepared(
         covariance_warning=covariance_warning,
         device_residuals=raw.fun,
         device_jac=raw.jac,
+        n_points=prepared.ydata.size,
+        absolute_sigma=absolute_sigma,
+        model=f,
+        data=FitData(prepared.xdata, prepared.ydata, prepared.sigma_kind, prepared.transform),
     )
+    return result, factors
+
+
+@functools.cache
+def _ipvt_offset() -> int:
+    """What the installed scipy's ``leastsq`` adds to 0-based column indices in ``ipvt``.
+
+    scipy's Fortran MINPACK returned them 1-based; its C translation returns them
+    0-based. A one-parameter fit, whose ``ipvt`` is ``[first index]``, tells which.
+    """
+    *_, infodict, _, _ = leastsq(lambda p: np.array([p[0], p[0]]), [1.0], full_output=True)
+    return int(infodict["ipvt"][0])
+
+
+def leastsq_factors(
+    fjac: np.ndarray, ipvt: np.ndarray, qtf: np.ndarray, m: int
+) -> dict[str, np.ndarray]:
+    """MINPACK's factorisation in the layout of ``leastsq``'s ``infodict``.
+
+    Parameters
+    ----------
+    fjac : ndarray, shape (m_padded, n)
+        MINPACK's ``fjac`` (rows past ``m`` pad the data to a size bucket).
+    ipvt : ndarray, shape (n,)
+        0-based column pivoting.
+    qtf : ndarray, shape (n,)
+    m : int
+        Number of real residuals.
+
+    Returns
+    -------
+    dict
+        ``fjac`` (n, m), its transpose as scipy stores it; ``ipvt`` as int32 in the
+        installed scipy's base; ``qtf``.
+    """
+    return {
+        "fjac": np.array(np.asarray(fjac, dtype=float)[:m].T),
+        "ipvt": np.asarray(ipvt, dtype=np.int32) + _ipvt_offset(),
+        "qtf": np.asarray(qtf, dtype=float),
+    }
 
 
 def _finite_difference_options(
@@ -369,9 +447,13 @@ def _solve_traced(
     options: ValidatedOptions,
     fit_key: tuple,
     xdata: Any,
+    lm_factors: bool = False,
 ) -> tuple:
     """The compiled fit of a JAX model, padded to a size bucket when exact."""
     real = options.dtype
+    if not isinstance(xdata, np.ndarray | jax.Array) and hasattr(xdata, "__array__"):
+        # A pandas-like object: the compiled program takes its values, not the object.
+        xdata = np.asarray(xdata, real)
     ydata, transform = prepared.ydata, prepared.transform
     m = ydata.size
     n_residuals = None
@@ -396,7 +478,15 @@ def _solve_traced(
         residual = _model_residual(_traced_model(f), prepared.sigma_kind)
         return residual, None if jac_at is None else _model_jacobian(jac_at, prepared.sigma_kind)
 
-    return solve(options, fit_key, build, data, with_covariance=True, n_residuals=n_residuals)
+    return solve(
+        options,
+        fit_key,
+        build,
+        data,
+        with_covariance=True,
+        n_residuals=n_residuals,
+        lm_factors=lm_factors,
+    )
 
 
 def _solve_on_host(
@@ -409,12 +499,15 @@ def _solve_on_host(
     model_on_host: bool,
     jac_on_host: bool,
     probe: dict,
+    lm_factors: bool = False,
 ) -> tuple:
     """The fit of a NumPy model (or Jacobian), called on the host at each evaluation.
 
     The model (and Jacobian) at ``p0`` is computed here first, as scipy does, to
-    learn the shapes. ``xdata`` that is not an array stays on the host, captured by
-    the program, which is then not cached.
+    learn the shapes, unless the traceability probe already did (``probe["value"]``,
+    ``probe["jac"]``): each is called once at ``p0``, as in scipy. ``xdata`` that is
+    not an array stays on the host, captured by the program, which is then not
+    cached.
     """
     real = options.dtype
     x0 = options.inputs.x0.astype(real)
@@ -435,7 +528,7 @@ def _solve_on_host(
         model_at = host_callable(lambda p, x: f(host_x(x), *p), f0.shape, "fun")
     jac_model = jac_at
     if jac_on_host:
-        J0 = np.asarray(jac_at(x0, host_x(xdata)))
+        J0 = np.asarray(probe["jac"] if "jac" in probe else jac_at(x0, host_x(xdata)))
         initial["jac"] = J0
         jac_model = host_callable(lambda p, x: jac_at(p, host_x(x)), J0.shape, "jac")
 
@@ -461,7 +554,7 @@ def _solve_on_host(
             None if transform is None else transform.astype(real),
             token,
         )
-        return solve(options, host_key, build, data, with_covariance=True)
+        return solve(options, host_key, build, data, with_covariance=True, lm_factors=lm_factors)
 
 
 def _leastsq_options(p0: np.ndarray, kwargs: dict) -> tuple[ValidatedOptions, LeastsqSettings]:
@@ -605,8 +698,8 @@ def prepare(
 
     if "args" in kwargs:
         raise ValueError("'args' is not a supported keyword argument.")
-    if not user_chose_method and not bounded_problem and n > ydata.size:
-        # scipy's default for this problem is 'lm', which refuses it.
+    if (method == "lm" or not user_chose_method) and not bounded_problem and n > ydata.size:
+        # 'lm' (scipy's default for this problem) refuses it.
         if ydata.size == 1:
             raise TypeError(
                 f"Improper input: func input vector length N={n} must not exceed "
@@ -695,8 +788,10 @@ def curve_fit(
         Check the inputs for NaN/inf (default: True unless ``nan_policy`` is given).
     bounds : 2-tuple of array_like or `scipy.optimize.Bounds`, optional
         Bounds on the parameters.
-    method : {None, 'trf'}, optional
-        nlsq always uses 'trf' (scipy uses 'lm' for unbounded problems by default).
+    method : {None, 'trf', 'dogbox', 'lm'}, optional
+        ``None`` means 'trf' for every problem (scipy uses 'lm' for unbounded problems
+        by default). 'lm' runs as scipy's ``leastsq``: its defaults, messages, ``ier``,
+        covariance and, with ``full_output``, ``infodict`` (``fjac``, ``ipvt``, ``qtf``).
     jac : callable or None, optional
         ``jac(x, p1, ...)`` returning the (M, n) Jacobian of the model; by default
         the exact Jacobian from JAX autodiff.
@@ -734,10 +829,13 @@ def curve_fit(
     prepared = prepare(
         f, xdata, ydata, p0, sigma, check_finite, bounds, method, jac, nan_policy, kwargs
     )
+    factors = None
     if large.use_chunked(f, jac, prepared, chunk_size):
         result = large.curve_fit_chunked(f, prepared, absolute_sigma, chunk_size)
     else:
-        result = fit_prepared(f, jac, prepared, absolute_sigma)
+        result, factors = _fit(
+            f, jac, prepared, absolute_sigma, lm_factors=full_output and method == "lm"
+        )
     if result.covariance_warning:
         warnings.warn(
             "Covariance of the parameters could not be estimated",
@@ -745,11 +843,12 @@ def curve_fit(
             stacklevel=2,
         )
     if full_output:
-        infodict = {
-            "nfev": result.nfev,
-            "fvec": result.residuals,
-            "cache_stats": result.cache_stats,
-        }
+        if factors is None:
+            infodict = {"nfev": result.nfev, "fvec": result.residuals}
+        else:
+            # leastsq's keys, in its order.
+            infodict = {"fvec": result.residuals, "nfev": result.nfev, **factors}
+        infodict["cache_stats"] = result.cache_stats
         ier = result.status
         if prepared.leastsq is not None:
             ier, _ = leastsq_message(result.status, prepared.options)

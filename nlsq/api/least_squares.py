@@ -50,6 +50,8 @@ class ValidatedOptions:
     callback: Callable | None = None
     #: Evaluations counted per Jacobian (MINPACK's lmdif counts its differences).
     jac_nfev: int = 0
+    #: None or 'exact' (the only solver there is; 'exact' makes sparse Jacobians errors).
+    tr_solver: str | None = None
 
 
 def _check_tolerance(tol: float | None, name: str) -> float:
@@ -162,15 +164,23 @@ def validate_options(
             f"At least one of the tolerances must be higher than machine epsilon ({EPS:.2e})."
         )
 
-    # The sparse-problem options of scipy's: refuse them loudly rather than
-    # silently solving with a different subproblem solver.
-    if tr_solver == "lsmr":
-        raise NotImplementedError(
-            "tr_solver='lsmr' is not available in nlsq; the exact (SVD) solver is used "
-            "with tr_solver=None or 'exact'."
-        )
-    if jac_sparsity is not None:
-        raise NotImplementedError("`jac_sparsity` is not supported by nlsq.")
+    if method == "lm":
+        # scipy's 'lm' ignores tr_solver, and jac_sparsity when jac is a callable.
+        if jac_sparsity is not None and not callable(jac):
+            raise ValueError("method='lm' does not support `jac_sparsity`.")
+        tr_solver = None
+    else:
+        # The sparse-problem options of scipy's: refuse them loudly rather than
+        # silently solving with a different subproblem solver.
+        if tr_solver == "lsmr":
+            raise NotImplementedError(
+                "tr_solver='lsmr' is not available in nlsq; the exact (SVD) solver is "
+                "used with tr_solver=None or 'exact'."
+            )
+        if jac_sparsity is not None:
+            if tr_solver == "exact":
+                raise ValueError("tr_solver='exact' is incompatible with `jac_sparsity`.")
+            raise NotImplementedError("`jac_sparsity` is not supported by nlsq.")
     if method == "lm" and callback is not None:
         warnings.warn(
             "Callback function specified, but not supported with `lm` method.", stacklevel=3
@@ -202,6 +212,7 @@ def validate_options(
         jac_scheme=jac if isinstance(jac, str) else None,
         diff_step=_hashable_step(diff_step),
         callback=callback,
+        tr_solver=tr_solver,
     )
 
 
@@ -221,18 +232,22 @@ def solve(
     *,
     with_covariance: bool,
     n_residuals: int | None = None,
-) -> tuple[TRFResult, np.ndarray | None, dict]:
+    lm_factors: bool = False,
+) -> tuple[TRFResult, Any, dict]:
     """Run the cached compiled program for a validated problem.
 
     ``n_residuals`` is the number of real residuals when ``data`` is padded to a
-    size bucket (``None``: not padded).
+    size bucket (``None``: not padded). ``lm_factors`` (method 'lm' with covariance)
+    also returns MINPACK's factorisation, for ``leastsq``'s ``infodict``.
 
     Returns
     -------
     raw : TRFResult
         Solver output (``fun`` and ``jac`` fetched on demand).
-    pcov_unscaled : ndarray or None
-        ``pinv(J^T J)`` at the solution when ``with_covariance``.
+    pcov_unscaled : ndarray, tuple or None
+        When ``with_covariance``: ``pinv(J^T J)`` at the solution, or for 'lm'
+        ``leastsq``'s ``cov_x`` (NaN if ``R`` is singular); with ``lm_factors`` the
+        tuple ``(cov_x, fjac, ipvt, qtf)`` (``fjac`` in MINPACK's (m, n) layout).
     cache_stats : dict
         Compile figures of this call and the process totals.
 
@@ -250,6 +265,7 @@ def solve(
         # Only verbose=2 prints from inside the compiled loop.
         verbose=2 if options.verbose == 2 else 0,
         with_covariance=with_covariance,
+        lm_factors=lm_factors and with_covariance and options.method == "lm",
         dtype=np.dtype(options.dtype).name,
         callback=options.callback is not None,
         jac_nfev=options.jac_nfev,
@@ -343,17 +359,20 @@ def least_squares(
         ``jax.numpy`` so that it can be traced and differentiated.
     x0 : array_like, shape (n,) or float
         Initial guess.
-    jac : None or callable, optional
-        ``None`` (default): exact Jacobian by JAX forward-mode autodiff. A callable
-        ``jac(x, *args, **kwargs)`` returning shape (m, n) is used as given (it must
-        be traceable by JAX). scipy's finite-difference schemes ('2-point', '3-point',
-        'cs') raise ``NotImplementedError``.
+    jac : {None, '2-point', '3-point', 'cs'} or callable, optional
+        ``None`` (default): exact Jacobian by JAX autodiff (scipy's default is
+        '2-point'). The finite-difference schemes take scipy's steps (``diff_step``).
+        A callable ``jac(x, *args, **kwargs)`` returning shape (m, n) is used as
+        given; one written with NumPy runs on the host. A sparse matrix or
+        ``LinearOperator`` raises scipy's ``ValueError`` where scipy refuses it
+        ('lm', ``tr_solver='exact'``), else ``NotImplementedError``.
     bounds : 2-tuple of array_like or `scipy.optimize.Bounds`, optional
         Lower and upper bounds on the variables; ``np.inf`` with a sign disables a
         bound. Default: no bounds.
-    method : {'trf'}, optional
-        Trust Region Reflective. scipy's 'dogbox' and 'lm' raise
-        ``NotImplementedError``.
+    method : {'trf', 'dogbox', 'lm'}, optional
+        Trust Region Reflective (default), dogleg with rectangular trust regions, or
+        MINPACK's Levenberg-Marquardt (unbounded, linear loss, ``m >= n``), as in
+        scipy.
     ftol, xtol, gtol : float or None, optional
         Tolerances for termination by the change of the cost, of the variables and
         by the norm of the scaled gradient, as in scipy. ``None`` disables a test.
@@ -365,14 +384,16 @@ def least_squares(
         and second derivative) and be traceable by JAX.
     f_scale : float, optional
         Soft margin between inlier and outlier residuals. Default 1.0.
-    diff_step : None, optional
-        Only used by finite differences in scipy; ignored here.
+    diff_step : None or array_like, optional
+        Relative step of the finite-difference schemes, as in scipy.
     tr_solver : {None, 'exact'}, optional
-        Trust-region subproblem solver; only the exact (SVD) one is available.
+        Trust-region subproblem solver; only the exact (SVD) one is available
+        ('lsmr' raises ``NotImplementedError``; 'lm' ignores it, as scipy does).
     tr_options : dict, optional
         Ignored (no option applies to the exact solver).
     jac_sparsity : None, optional
-        Not supported.
+        Not supported (``NotImplementedError``; scipy's ``ValueError`` where scipy
+        refuses it: 'lm' with a finite-difference ``jac``, ``tr_solver='exact'``).
     max_nfev : None or int, optional
         Maximum number of function evaluations; default ``100 * n``.
     verbose : {0, 1, 2}, optional
@@ -381,10 +402,15 @@ def least_squares(
         Extra arguments of `fun` and `jac`. Arrays and floats among them are passed
         to the compiled program as data (new values do not recompile); ints,
         strings and other objects are treated as constants of the program.
-    callback : None, optional
-        Not supported.
+    callback : None or callable, optional
+        ``callback(intermediate_result)`` or ``callback(x)`` after each iteration
+        ('trf', 'dogbox'); returning True or raising ``StopIteration`` stops the fit
+        with status -2. Ignored with a warning by 'lm', as in scipy.
     workers : optional
-        Accepted for compatibility and ignored (no finite differences to parallelise).
+        Accepted for compatibility and ignored: finite differences of a JAX model run
+        inside the compiled program, those of a NumPy model on the host, point by
+        point (a forking ``multiprocessing.Pool`` is unsafe once JAX has started its
+        threads).
     dtype : {None, 'float64', 'float32'}, optional
         Working precision (nlsq extension). Default float64.
     jacobian_mode : {None, 'auto', 'fwd', 'rev'}, optional
@@ -442,8 +468,9 @@ def least_squares(
     fun_on_host = runs_on_host(
         residual, (key, "fun") if identified else None, x0, dynamic, probe=probe
     )
+    jac_probe: dict = {}
     jac_on_host = user_jacobian is not None and runs_on_host(
-        jacobian, (key, "jac") if identified else None, x0, dynamic
+        jacobian, (key, "jac") if identified else None, x0, dynamic, probe=jac_probe
     )
     if not (fun_on_host or jac_on_host):
         raw, _, _ = solve(
@@ -451,12 +478,38 @@ def least_squares(
         )
     else:
         raw = _solve_on_host(
-            options, key, residual, user_jacobian, fun_on_host, jac_on_host, dynamic, probe
+            options,
+            key,
+            residual,
+            user_jacobian,
+            fun_on_host,
+            jac_on_host,
+            dynamic,
+            probe,
+            jac_probe,
         )
     result = to_optimize_result(raw, options.bounded)
     if options.method == "lm" and not callable(jac):
         result.njev = None
     return result
+
+
+def _refuse_sparse_jacobian(J0: Any, options: ValidatedOptions) -> None:
+    """scipy's error for a sparse ``J0`` where it has one, else ``NotImplementedError``.
+
+    scipy solves problems with sparse Jacobians by 'trf' or 'dogbox' with
+    ``tr_solver='lsmr'``, which nlsq does not have.
+    """
+    if options.method == "lm":
+        raise ValueError("method='lm' works only with dense Jacobian matrices.")
+    if options.tr_solver == "exact":
+        raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
+    if isinstance(J0, LinearOperator) and options.jac_scale:
+        raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
+    raise NotImplementedError(
+        "Sparse Jacobians (scipy.sparse matrices, LinearOperator) are not supported by "
+        "nlsq; return a dense array."
+    )
 
 
 def _solve_on_host(
@@ -468,18 +521,34 @@ def _solve_on_host(
     jac_on_host: bool,
     data: list,
     probe: dict,
+    jac_probe: dict,
 ) -> TRFResult:
     """Fit with ``fun`` and/or ``jac`` written in NumPy, called on the host.
 
     The residuals and the Jacobian at ``x0`` are computed here, as scipy does first,
-    to learn their shapes (the residuals may come from the traceability ``probe``);
-    without a Jacobian, scipy's '2-point' differences are used.
+    to learn their shapes (they may come from the traceability probes ``probe`` and
+    ``jac_probe``, so that a function is called once at ``x0``, as in scipy); without
+    a Jacobian, scipy's '2-point' differences are used.
+
+    Raises
+    ------
+    ValueError
+        As scipy: residuals of more than one dimension, fewer residuals than
+        variables with 'lm', a Jacobian of the wrong shape, or a sparse one where
+        scipy refuses it.
+    NotImplementedError
+        For a sparse Jacobian that scipy would accept (nlsq has no sparse solver).
     """
     x0 = options.inputs.x0.astype(options.dtype)
     initial = {}
     f0 = np.atleast_1d(np.asarray(probe["value"] if "value" in probe else residual(x0, data)))
     if f0.ndim != 1:
         raise ValueError(f"`fun` must return at most 1-d array_like. f0.shape: {f0.shape}")
+    if options.method == "lm" and f0.size < x0.size:
+        raise ValueError(
+            "Method 'lm' doesn't work when the number of residuals is less than the "
+            "number of variables."
+        )
     if fun_on_host:
         warn_once(key[1], "fun")
         initial["fun"] = f0
@@ -497,18 +566,17 @@ def _solve_on_host(
     if jacobian is not None:
         if jac_on_host:
             shape = (f0.size, x0.size)
-            J0 = jacobian(x0, data)
-            if issparse(J0) or isinstance(J0, LinearOperator):
-                raise NotImplementedError(
-                    "Sparse Jacobians (scipy.sparse matrices, LinearOperator) are not "
-                    "supported by nlsq; return a dense array."
-                )
-            J0 = np.atleast_2d(np.asarray(J0))
+            J0 = jac_probe["value"] if "value" in jac_probe else jacobian(x0, data)
+            sparse = issparse(J0) or isinstance(J0, LinearOperator)
+            if not sparse:
+                J0 = np.atleast_2d(np.asarray(J0))
             if J0.shape != shape:
                 raise ValueError(
                     "The return value of `jac` has wrong shape: expected "
                     f"{shape}, actual {J0.shape}."
                 )
+            if sparse:
+                _refuse_sparse_jacobian(J0, options)
             initial["jac"] = J0
             jac_on_device = host_callable(jacobian, shape, "jac")
 

@@ -21,8 +21,8 @@ import numpy as np
 from nlsq import config
 from nlsq.api.callback import dispatch as dispatch_callback
 from nlsq.cache import disk_cache_threshold, ensure_disk_cache, programs, stats, track_compiles
-from nlsq.covariance import unscaled_covariance
-from nlsq.errors import TraceTimeInputError, plain_input_errors
+from nlsq.covariance import leastsq_covariance, unscaled_covariance
+from nlsq.errors import TraceTimeInputError, out_of_memory_advice, plain_input_errors
 from nlsq.finite_diff import finite_difference_jacobian, minpack_forward_jacobian
 from nlsq.host import UNTRACKED, host_callable
 from nlsq.jacobian import autodiff_jacobian
@@ -31,6 +31,16 @@ from nlsq.solvers.progress import host_callback_hook
 from nlsq.solvers.trf import TRFResult, trf
 
 Residual = Callable[[jax.Array, Any], jax.Array]
+
+#: What to do when the in-memory fit runs out of memory (the m x n Jacobian and its
+#: working copies are the large part).
+IN_MEMORY_ADVICE = (
+    "The in-memory fit holds the full Jacobian (points x parameters) several times. "
+    "Fit in chunks instead, with the same answer in O(chunk_size x parameters) memory: "
+    "nlsq.curve_fit_large(f, xdata, ydata, ...) or nlsq.curve_fit(..., chunk_size=N); "
+    "or lower the memory budget (setting large.memory_budget, environment variable "
+    "NLSQ_MEMORY_BUDGET), above which curve_fit chunks large fits by itself."
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,9 @@ class SolverSpec:
     #: forward difference, ``diff_step`` is ``epsfcn``).
     jac_scheme: str | None = None
     diff_step: float | tuple[float, ...] | None = None
+    #: 'lm' with covariance: also return MINPACK's ``(fjac, ipvt, qtf)`` with it
+    #: (``curve_fit(method='lm', full_output=True)``).
+    lm_factors: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,7 +222,9 @@ def program_function(residual: Residual, jacobian: Residual | None, spec: Solver
         ``program(x0, lb, ub, data, ftol, xtol, gtol, max_nfev, x_scale, f_scale,
         n_residuals)`` returning ``(summary, fun, jac, pcov_unscaled or None)`` (see
         :func:`_pack`). ``n_residuals`` is ``None``, or the number of real residuals
-        when the data were padded to a size bucket.
+        when the data were padded to a size bucket. For 'lm' the covariance is
+        ``leastsq``'s ``cov_x`` (NaN where ``R`` is singular), paired with MINPACK's
+        ``(fjac, ipvt, qtf)`` when ``spec.lm_factors``.
     """
     dtype = np.dtype(spec.dtype)
     loss = resolve_loss(spec.loss)
@@ -273,7 +288,12 @@ def program_function(residual: Residual, jacobian: Residual | None, spec: Solver
             **solver_options,
         )
         pcov = None
-        if spec.with_covariance:
+        if spec.with_covariance and spec.method == "lm":
+            # leastsq's cov_x, from the factorisation of the last Jacobian evaluated.
+            pcov = leastsq_covariance(raw.fjac, raw.ipvt)
+            if spec.lm_factors:
+                pcov = (pcov, raw.fjac, raw.ipvt, raw.qtf)
+        elif spec.with_covariance:
             pcov = unscaled_covariance(raw.jac, m if n_residuals is None else n_residuals)
         return _pack(raw), raw.fun, raw.jac, pcov
 
@@ -328,6 +348,7 @@ def run_program(
     with (
         jax.enable_x64(True),
         plain_input_errors(),
+        out_of_memory_advice(IN_MEMORY_ADVICE),
         disk_cache_threshold(),
         track_compiles() as call,
     ):

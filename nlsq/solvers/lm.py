@@ -33,7 +33,6 @@ import numpy as np
 from jax import Array, lax
 
 from nlsq.solvers.termination import INITIAL_NOT_FINITE, RUNNING
-from nlsq.solvers.trf import TRFResult
 
 ResidualFunction = Callable[[Array], Array]
 
@@ -155,6 +154,9 @@ class QRFactors(NamedTuple):
     ipvt: Array  # column j of J P is column ipvt[j] of J
     acnorm: Array  # column norms of J, in J's order
     qtf: Array  # first n components of Q^T f
+    #: (m, n) MINPACK's ``fjac`` on return: R on and above the diagonal, the
+    #: Householder vectors that make up Q strictly below it.
+    fjac: Array
 
 
 def _pivot_column(rdiag: Array, j: Array) -> Array:
@@ -242,7 +244,9 @@ def qrfac(J: Array, f: Array, eps: float) -> QRFactors:
     A = jnp.concatenate([J, f[:, None]], axis=1)
     A, rdiag, _, ipvt = lax.fori_loop(0, n, step, (A, acnorm, acnorm, cols))
     R = jnp.triu(A[:n, :n], 1) + jnp.diag(rdiag)
-    return QRFactors(R=R, ipvt=ipvt, acnorm=acnorm, qtf=A[:n, n])
+    # lmder overwrites the diagonal (the Householder vectors' leading entries) with R's.
+    fjac = A[:, :n].at[cols, cols].set(rdiag)
+    return QRFactors(R=R, ipvt=ipvt, acnorm=acnorm, qtf=A[:n, n], fjac=fjac)
 
 
 def _recomputed_norms(A_before: Array, A_after: Array, j: Array) -> Array:
@@ -401,13 +405,26 @@ class _ParState(NamedTuple):
     paru: Array
     fp: Array
     x: Array
+    S: Array
     iteration: Array
     done: Array
 
 
+class LMPar(NamedTuple):
+    """What :func:`lmpar` returns."""
+
+    x: Array
+    par: Array
+    #: ``S`` of the last ``qrsolv`` call (strict upper triangle); MINPACK leaves its
+    #: transpose in the strict lower triangle of ``R``'s storage.
+    S: Array
+    #: Whether ``qrsolv`` was called at all (not when the Gauss-Newton step fits).
+    solved: Array
+
+
 def lmpar(
     R: Array, ipvt: Array, diag: Array, qtb: Array, delta: Array, par: Array, dwarf: float
-) -> tuple[Array, Array]:
+) -> LMPar:
     """MINPACK's ``lmpar``: the Levenberg-Marquardt parameter for the bound ``delta``.
 
     Finds ``par >= 0`` such that ``x`` solving ``A x = b, sqrt(par) D x = 0`` in the
@@ -430,7 +447,7 @@ def lmpar(
 
     Returns
     -------
-    x, par : Array
+    LMPar
     """
     z, nsing = _gauss_newton(R, qtb)
     x = _unpivot(z, ipvt)
@@ -481,6 +498,7 @@ def lmpar(
             paru=paru,
             fp=fp,
             x=x,
+            S=S,
             iteration=iteration,
             done=done,
         )
@@ -494,11 +512,17 @@ def lmpar(
             paru=paru,
             fp=fp,
             x=x,
+            S=jnp.zeros_like(R),
             iteration=jnp.zeros((), jnp.int32),
             done=gauss_newton_ok,
         ),
     )
-    return state.x, jnp.where(gauss_newton_ok, 0.0, state.par)
+    return LMPar(
+        x=state.x,
+        par=jnp.where(gauss_newton_ok, 0.0, state.par),
+        S=state.S,
+        solved=~gauss_newton_ok,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -520,6 +544,37 @@ class _LMState(NamedTuple):
     nfev: Array
     njev: Array
     status: Array
+    qr: QRFactors  # of the last Jacobian evaluated, with the residuals at its point
+    #: Strict lower triangle of ``fjac[:n, :n]`` as MINPACK leaves it: the Householder
+    #: vectors, until ``lmpar``'s ``qrsolv`` stores ``S^T`` there.
+    fjac_lower: Array
+
+
+class LMResult(NamedTuple):
+    """:class:`~nlsq.solvers.trf.TRFResult`'s fields, then MINPACK's factorisation.
+
+    ``fjac``, ``ipvt`` and ``qtf`` are those ``lmder`` returns: the pivoted QR of the
+    last Jacobian it evaluated (which precedes the last accepted step when the fit
+    stops right after it), from which ``leastsq`` computes ``cov_x``. As in MINPACK,
+    the strict lower triangle of ``fjac[:n, :n]`` holds ``S^T`` from the last
+    ``qrsolv`` after that factorisation, if there was one (else the Householder
+    vectors, which fill the rest of the part below the diagonal).
+    """
+
+    x: Array
+    cost: Array
+    fun: Array
+    jac: Array
+    grad: Array
+    optimality: Array
+    active_mask: Array
+    nfev: Array
+    njev: Array
+    status: Array
+    initial_cost: Array
+    fjac: Array  # (m, n), MINPACK's layout (scipy's infodict holds its transpose)
+    ipvt: Array  # (n,), 0-based
+    qtf: Array  # (n,)
 
 
 def scaled_gradient_norm(qr: QRFactors, fnorm: Array) -> Array:
@@ -615,7 +670,7 @@ def lm(
     verbose: int = 0,
     residual_mask: Array | None = None,
     jac_nfev: int = 0,
-) -> TRFResult:
+) -> LMResult:
     """Minimise ``0.5 * ||fun(x)||**2`` by MINPACK's Levenberg-Marquardt (``lmder``).
 
     Meant to be called inside ``jax.jit`` (and ``jax.vmap``); all array arguments may
@@ -661,7 +716,8 @@ def lm(
 
     Returns
     -------
-    TRFResult
+    LMResult
+        scipy's results, with ``lmder``'s ``fjac``, ``ipvt`` and ``qtf``.
     """
     del lb, ub, f_scale, verbose, residual_mask
     if bounded or loss is not None:
@@ -701,6 +757,14 @@ def lm(
         status=jnp.where(
             initial_finite, jnp.where(improper, IMPROPER_INPUT, RUNNING), INITIAL_NOT_FINITE
         ),
+        qr=QRFactors(
+            R=jnp.zeros((n, n), dtype),
+            ipvt=jnp.arange(n),
+            acnorm=jnp.zeros(n, dtype),
+            qtf=jnp.zeros(n, dtype),
+            fjac=jnp.zeros((m, n), dtype),
+        ),
+        fjac_lower=jnp.zeros((n, n), dtype),
     )
 
     def outer_cond(s: _LMState) -> Array:
@@ -727,6 +791,8 @@ def lm(
             nfev=s.nfev + jac_nfev,
             njev=s.njev + 1,
             status=jnp.where(gnorm <= gtol, 1, RUNNING),
+            qr=qr,
+            fjac_lower=jnp.tril(qr.fjac[:n, :n], -1),
         )
 
         def inner_cond(carry: tuple[_LMState, Array]) -> Array:
@@ -735,8 +801,9 @@ def lm(
 
         def inner_body(carry: tuple[_LMState, Array]) -> tuple[_LMState, Array]:
             s, _ = carry
-            step, par = lmpar(qr.R, qr.ipvt, s.diag, qr.qtf, s.delta, s.par, dwarf)
-            p = -step
+            lmpar_out = lmpar(qr.R, qr.ipvt, s.diag, qr.qtf, s.delta, s.par, dwarf)
+            par = lmpar_out.par
+            p = -lmpar_out.x
             x_new = s.x + p
             pnorm = enorm(s.diag * p)
             delta = jnp.where(s.iteration == 1, jnp.fmin(s.delta, pnorm), s.delta)
@@ -774,6 +841,7 @@ def lm(
                 iteration=s.iteration + accept,
                 nfev=nfev,
                 status=status,
+                fjac_lower=jnp.where(lmpar_out.solved, jnp.tril(lmpar_out.S.T, -1), s.fjac_lower),
             )
             return s, ratio
 
@@ -785,7 +853,7 @@ def lm(
     J = lax.cond(state.jac_current, lambda: state.J, lambda: jac(state.x))
     f = state.f
     grad = J.T @ f
-    return TRFResult(
+    return LMResult(
         x=state.x,
         cost=0.5 * jnp.dot(f, f),
         fun=f,
@@ -797,4 +865,7 @@ def lm(
         njev=state.njev,
         status=state.status,
         initial_cost=0.5 * jnp.dot(f0, f0),
+        fjac=state.qr.fjac.at[:n, :n].set(jnp.triu(state.qr.fjac[:n, :n]) + state.fjac_lower),
+        ipvt=state.qr.ipvt,
+        qtf=state.qr.qtf,
     )
