@@ -85,7 +85,7 @@ import json, time
 import numpy as np
 import nlsq
 from benchmark.compare_scipy import PROBLEMS, make_data
-problem = PROBLEMS["exp_decay"]
+problem = PROBLEMS["exponential"]
 x = np.linspace(*problem.x_range, 1000)
 y = make_data(problem, x, np.random.default_rng(0))
 start = time.perf_counter()
@@ -122,7 +122,7 @@ def disk_cache_table() -> str:
 def variable_length_table(repeats: int) -> str:
     import nlsq
 
-    problem = PROBLEMS["exp_decay"]
+    problem = PROBLEMS["exponential"]
     rng = np.random.default_rng(1)
     lengths = rng.integers(1000, 2000, 50)
     fitter = nlsq.CurveFit(problem.f_jnp, p0=problem.p0)

@@ -10,12 +10,16 @@ For each model and data size this measures, in one process:
 * scipy trf hot: the median of ``scipy.optimize.curve_fit(method='trf')`` with an analytic NumPy
   Jacobian.
 
-Generating the noisy data is never timed. Every fit's parameters are checked against the truth and
-the ``check`` column flags fits that missed it (the exit status is then 1).
+Generating the noisy data is never timed. Every fit's parameters are checked against the truth
+(within the catalogue model's tolerance) and the ``check`` column flags fits that missed it (the
+exit status is then 1).
 
 Run from the repository root::
 
     python -m benchmark.compare_scipy --repeats 20 --sizes 1e3,1e5,1e6 --json results.json
+
+The models are the suite's (:mod:`benchmark.problems`). For cold starts in fresh processes,
+memory, the regression gate and reports, use the suite itself: ``python -m benchmark``.
 """
 
 import argparse
@@ -30,51 +34,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy
 import scipy.optimize
 
 import nlsq
-
-# Tolerance of the "near the truth" check; generous next to the noise-driven parameter errors.
-CHECK_RTOL = 0.05
-CHECK_ATOL = 0.05
+from benchmark import problems as catalogue
+from benchmark import runner, worker
 
 
-# Each model is written once against an array module ``xp`` (jax.numpy for nlsq, NumPy for scipy).
-def _exp_decay(xp):
-    def exp_decay(x, a, b, c):
-        return a * xp.exp(-b * x) + c
-
-    return exp_decay
-
-
-def _gaussian(xp):
-    def gaussian(x, a, mu, sigma):
-        return a * xp.exp(-(((x - mu) / sigma) ** 2) / 2)
-
-    return gaussian
-
-
-def _poly4(xp):
-    def poly4(x, c0, c1, c2, c3, c4):
-        return c0 + x * (c1 + x * (c2 + x * (c3 + x * c4)))
-
-    return poly4
-
-
-def _sinusoid(xp):
-    def sinusoid(x, a, w, phi, c):
-        return a * xp.sin(w * x + phi) + c
-
-    return sinusoid
-
-
-def exp_decay_jac(x, a, b, c):
+def exponential_jac(x, a, b, c):
     e = np.exp(-b * x)
     return np.column_stack([e, -a * x * e, np.ones_like(x)])
 
@@ -107,45 +78,27 @@ class Problem:
     noise: float = 0.05
 
 
+def _from_catalogue(model: catalogue.Model, jac_np: Callable) -> Problem:
+    """The suite's model (one definition for every benchmark) with an analytic NumPy Jacobian."""
+    return Problem(
+        model.name,
+        model.function(jnp),
+        model.function(np),
+        jac_np,
+        model.true,
+        model.p0,
+        model.x_range,
+        model.noise,
+    )
+
+
 PROBLEMS = {
     p.name: p
     for p in [
-        Problem(
-            "exp_decay",
-            _exp_decay(jnp),
-            _exp_decay(np),
-            exp_decay_jac,
-            true=(2.5, 1.3, 0.5),
-            p0=(2.0, 1.0, 0.3),
-            x_range=(0.0, 5.0),
-        ),
-        Problem(
-            "gaussian",
-            _gaussian(jnp),
-            _gaussian(np),
-            gaussian_jac,
-            true=(3.0, 0.5, 1.2),
-            p0=(2.5, 0.3, 1.0),
-            x_range=(-5.0, 5.0),
-        ),
-        Problem(
-            "poly4",
-            _poly4(jnp),
-            _poly4(np),
-            poly4_jac,
-            true=(1.0, -2.0, 0.5, 0.3, -0.1),
-            p0=(0.8, -1.5, 0.4, 0.2, 0.0),
-            x_range=(-2.0, 2.0),
-        ),
-        Problem(
-            "sinusoid",
-            _sinusoid(jnp),
-            _sinusoid(np),
-            sinusoid_jac,
-            true=(1.5, 2.0, 0.3, 0.5),
-            p0=(1.2, 1.98, 0.2, 0.4),
-            x_range=(0.0, 10.0),
-        ),
+        _from_catalogue(catalogue.EXPONENTIAL, exponential_jac),
+        _from_catalogue(catalogue.GAUSSIAN, gaussian_jac),
+        _from_catalogue(catalogue.POLY4, poly4_jac),
+        _from_catalogue(catalogue.SINUSOID, sinusoid_jac),
     ]
 }
 
@@ -181,10 +134,7 @@ def timed_fit(method: str, problem: Problem, x: np.ndarray, y: np.ndarray) -> tu
         print(f"  {problem.name} n={x.size} {method}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return elapsed, False
     elapsed = time.perf_counter() - start
-    ok = popt.shape == (len(problem.true),) and bool(
-        np.allclose(popt, problem.true, rtol=CHECK_RTOL, atol=CHECK_ATOL)
-    )
-    return elapsed, ok
+    return elapsed, catalogue.is_accurate(popt, catalogue.MODELS[problem.name])
 
 
 def run_case(problem: Problem, n: int, repeats: int, seed: int) -> dict:
@@ -231,12 +181,6 @@ def check_label(result: dict) -> str:
     return "NOT NEAR TRUTH: " + ", ".join(f"{k} {v}" for k, v in bad.items())
 
 
-def format_size(n: int) -> str:
-    """1000 -> '1e3'; sizes that are not powers of ten are printed in full."""
-    exponent = len(str(n)) - 1
-    return f"1e{exponent}" if n == 10**exponent else str(n)
-
-
 def markdown_table(results: list[dict]) -> str:
     header = (
         "| model | n | nlsq first call [s] | nlsq hot [ms] | scipy lm hot [ms] "
@@ -246,47 +190,21 @@ def markdown_table(results: list[dict]) -> str:
     for r in results:
         med = r["median_ms"]
         lines.append(
-            f"| {r['model']} | {format_size(r['n'])} | {r['nlsq_first_call_s']:.2f} "
+            f"| {r['model']} | {catalogue.size_label(r['n'])} | {r['nlsq_first_call_s']:.2f} "
             f"| {med['nlsq']:.2f} | {med['scipy_lm']:.2f} | {med['scipy_trf']:.2f} "
             f"| {r['ratio_nlsq_over_best_scipy']:.2f} | {check_label(r)} |"
         )
     return "\n".join(lines)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def package_version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return getattr(sys.modules.get(name), "__version__", "unknown")
-
-
 def environment() -> dict:
-    device = jax.devices()[0]
+    """Versions, device and machine: the suite's description (one definition)."""
     return {
         "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "python": sys.version,
         "platform": platform.platform(),
-        "nlsq": package_version("nlsq"),
-        "jax": jax.__version__,
-        "jaxlib": package_version("jaxlib"),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "cpu_model": cpu_model(),
+        "cpu_model": runner.cpu_model(),
         "cpu_count": os.cpu_count(),
-        "jax_device": str(device),
-        "jax_platform": device.platform,
-        "jax_device_kind": getattr(device, "device_kind", "unknown"),
+        **worker.environment(),
     }
 
 
@@ -322,12 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
-    # An empty persistent-cache directory: "first call" means trace + compile here.
-    os.environ.setdefault("NLSQ_DISK_CACHE_DIR", tempfile.mkdtemp(prefix="nlsq-bench-"))
+    # An empty persistent-cache directory (removed when main returns): "first call" means
+    # trace + compile here.
+    cache_dir = tempfile.TemporaryDirectory(prefix="nlsq-compare-scipy-")
+    os.environ.setdefault("NLSQ_DISK_CACHE_DIR", cache_dir.name)
     env = environment()
     print(
-        f"# nlsq {env['nlsq']} vs scipy {env['scipy']}; jax {env['jax']} on {env['jax_device']}; "
-        f"CPU {env['cpu_model']} x{env['cpu_count']}; {args.repeats} repeats",
+        f"# nlsq {env['nlsq_version']} vs scipy {env['scipy']}; jax {env['jax']} on "
+        f"{env['jax_device']}; CPU {env['cpu_model']} x{env['cpu_count']}; {args.repeats} repeats",
         file=sys.stderr,
     )
     # Initialise the JAX backend so that its one-time start-up is not charged to the first fit.
@@ -357,8 +277,6 @@ def main(argv: list[str] | None = None) -> int:
                 "sizes": args.sizes,
                 "models": args.models,
                 "seed": args.seed,
-                "check_rtol": CHECK_RTOL,
-                "check_atol": CHECK_ATOL,
             },
             "results": results,
         }
