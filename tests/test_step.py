@@ -338,3 +338,23 @@ def test_select_step_under_vmap_matches_scipy():
     for k, case in enumerate(cases):
         expected = scipy_trf.select_step(*[np.copy(a) for a in case])
         assert_step_close((step[k], step_h[k], predicted[k]), expected)
+
+
+def test_select_step_with_the_svd_factor_matches_scipy():
+    # TRF passes S V^T of [J_h; diag(sqrt(diag_h))] (n x n, the same Gram matrix) and no
+    # diagonal: every quadratic form of the model is unchanged.
+    def select_with_factor(x, F, g_h, p, p_h, d, Delta, lb, ub, theta):
+        return step_module.select_step(x, F, None, g_h, p, p_h, d, Delta, lb, ub, theta)
+
+    select = jax.jit(select_with_factor)
+    rng = np.random.default_rng(17)
+    kinds = set()
+    for k in range(40):
+        args = random_case(rng, 6, 3, realistic=k % 2 == 0)
+        x, J_h, diag_h, g_h, p, p_h, d, Delta, lb, ub, theta = args
+        _, s, Vt = np.linalg.svd(np.vstack([J_h, np.diag(np.sqrt(diag_h))]), full_matrices=False)
+        inputs = (x, s[:, None] * Vt, g_h, p, p_h, d, Delta, lb, ub, theta)
+        result = select(*(np.asarray(a, dtype=np.float64) for a in inputs))
+        kinds.add(reference_select_step(*[np.copy(a) for a in args])[3])
+        assert_step_close(result, scipy_trf.select_step(*[np.copy(a) for a in args]), rtol=1e-11)
+    assert {"inside", "cauchy"} <= kinds

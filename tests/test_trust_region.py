@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.optimize._lsq.common as scipy_common
 
-from nlsq.solvers import trust_region
+from nlsq.solvers import trf, trust_region
 
 EPS = float(np.finfo(np.float64).eps)
 
@@ -377,3 +377,29 @@ def test_solve_lsq_trust_region_under_vmap_matches_scipy():
         )
         np.testing.assert_allclose(p[k], expected_p, rtol=1e-10, atol=1e-12 * case[3])
         np.testing.assert_allclose(float(alpha[k]), expected_alpha, rtol=1e-10)
+
+
+# --- the small SVD behind the trust-region subproblem --------------------------------------
+
+svd_of_scaled_jacobian = jax.jit(trf.svd_of_scaled_jacobian)
+
+
+@pytest.mark.parametrize("with_diag", [False, True], ids=["unbounded", "bounded"])
+@pytest.mark.parametrize("n", [3, 10])
+def test_svd_of_scaled_jacobian_matches_numpy(with_diag, n):
+    rng = np.random.default_rng(n + with_diag)
+    m = 20
+    J = rng.standard_normal((m, n)) * np.logspace(0, 3, n)
+    f = rng.standard_normal(m)
+    diag = rng.uniform(0.0, 2.0, n) if with_diag else None
+    A, b = J, f
+    if with_diag:
+        A, b = np.vstack([J, np.diag(np.sqrt(diag))]), np.concatenate([f, np.zeros(n)])
+    s, V, uf = (np.asarray(a) for a in svd_of_scaled_jacobian(J, f, diag))
+    expected = np.linalg.svd(A, compute_uv=False)
+    np.testing.assert_allclose(s, expected, rtol=1e-13)
+    # Quantities free of the singular vectors' signs: A^T b and the least-squares solution.
+    np.testing.assert_allclose(
+        V @ (s * uf), A.T @ b, rtol=1e-12, atol=1e-12 * np.abs(A.T @ b).max()
+    )
+    np.testing.assert_allclose(V @ (uf / s), np.linalg.lstsq(A, b, rcond=None)[0], rtol=1e-10)

@@ -18,7 +18,7 @@ from nlsq.solvers.trust_region import (
 def _reflective_candidates(
     x: Array,
     J_h: Array | Gram,
-    diag_h: Array,
+    diag_h: Array | None,
     g_h: Array,
     p: Array,
     p_h: Array,
@@ -81,7 +81,7 @@ def _reflective_candidates(
 def select_step(
     x: Array,
     J_h: Array | Gram,
-    diag_h: Array,
+    diag_h: Array | None,
     g_h: Array,
     p: Array,
     p_h: Array,
@@ -98,7 +98,11 @@ def select_step(
     x : Array
         Current point (strictly feasible).
     J_h, diag_h, g_h : Array
-        Scaled Jacobian, diagonal of the Coleman-Li term and scaled gradient.
+        Scaled Jacobian, diagonal of the Coleman-Li term and scaled gradient. The
+        model only uses ``J_h`` through ``J_h^T J_h``, so any matrix with the same
+        Gram matrix will do (TRF passes the ``n x n`` factor ``S V^T`` of the
+        augmented matrix ``[J_h; diag(sqrt(diag_h))]`` with ``diag_h`` None), or a
+        :class:`~nlsq.solvers.trust_region.Gram`.
     p, p_h : Array
         Trust-region step in the original and the scaled variables.
     d : Array
