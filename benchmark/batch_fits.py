@@ -2,8 +2,8 @@
 
 Gaussian peaks ``a * exp(-((x - mu) / s)**2 / 2)`` of 64 points, with per-fit initial
 guesses taken from the data (height and position of the maximum, width 1), fitted
-unbounded and with bounds, in batches of 1,000 and 10,000. For each case, in one
-process:
+unbounded and with bounds, in batches of 1,000 and 10,000, in float64 (and, with
+``--dtypes float64,float32``, in float32). For each case, in one process:
 
 * nlsq first call: the first ``curve_fit_batch`` call for that case after nlsq's and
   JAX's in-memory caches are cleared, with the persistent compilation cache off, so it
@@ -17,8 +17,9 @@ process:
 Times are wall-clock; figures in brackets are per CPU-second of this process, which
 a busy machine inflates less (time spent waiting for a core does not count). Data
 generation is never timed. Every nlsq fit is checked against scipy's
-('trf' with the analytic Jacobian, the same algorithm): the check column reports the
-largest relative difference of ``popt`` among fits both consider converged.
+('trf' with the analytic Jacobian, the same algorithm, always in float64): the check
+column reports the largest relative difference of ``popt`` among fits both consider
+converged (float32 fits stop at float32's tolerances, so expect about 1e-4 there).
 
 Run from the repository root::
 
@@ -81,11 +82,13 @@ def make_batch(n_fits: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     return y, p0
 
 
-def run_nlsq(y: np.ndarray, p0: np.ndarray, bounded: bool) -> tuple[float, float, nlsq.BatchResult]:
+def run_nlsq(
+    y: np.ndarray, p0: np.ndarray, bounded: bool, dtype: str = "float64"
+) -> tuple[float, float, nlsq.BatchResult]:
     """Wall and CPU seconds of one ``curve_fit_batch`` call, and its result."""
     bounds = BOUNDS if bounded else (-np.inf, np.inf)
     start, cpu = time.perf_counter(), time.process_time()
-    result = nlsq.curve_fit_batch(gaussian, X, y, p0=p0, bounds=bounds)
+    result = nlsq.curve_fit_batch(gaussian, X, y, p0=p0, bounds=bounds, dtype=dtype)
     return time.perf_counter() - start, time.process_time() - cpu, result
 
 
@@ -116,15 +119,17 @@ def worst_difference(result: nlsq.BatchResult, popt: np.ndarray, ok: np.ndarray)
     return float(diff.max())
 
 
-def run_case(n_fits: int, bounded: bool, repeats: int, scipy_fits: int, seed: int) -> dict:
+def run_case(
+    n_fits: int, bounded: bool, repeats: int, scipy_fits: int, seed: int, dtype: str = "float64"
+) -> dict:
     rng = np.random.default_rng([seed, n_fits, bounded])
     nlsq.clear_cache()
     jax.clear_caches()
-    first_s, first_cpu_s, result = run_nlsq(*make_batch(n_fits, rng), bounded)
+    first_s, first_cpu_s, result = run_nlsq(*make_batch(n_fits, rng), bounded, dtype)
     steady, steady_cpu = [], []
     for _ in range(repeats):
         y, p0 = make_batch(n_fits, rng)
-        elapsed, cpu, result = run_nlsq(y, p0, bounded)
+        elapsed, cpu, result = run_nlsq(y, p0, bounded, dtype)
         steady.append(elapsed)
         steady_cpu.append(cpu)
 
@@ -148,6 +153,7 @@ def run_case(n_fits: int, bounded: bool, repeats: int, scipy_fits: int, seed: in
     return {
         "fits": n_fits,
         "bounded": bounded,
+        "dtype": dtype,
         "points": POINTS,
         "repeats": repeats,
         "nlsq_first_call_s": first_s,
@@ -173,15 +179,16 @@ def markdown_table(results: list[dict]) -> str:
     """Wall-clock figures, with fits per CPU-second in brackets (steadier on a busy
     machine: time the process waits for a core does not count)."""
     lines = [
-        "| fits | bounds | nlsq first call [s] | nlsq steady [fits/s] | scipy default "
+        "| fits | bounds | dtype | nlsq first call [s] | nlsq steady [fits/s] | scipy default "
         "[fits/s] | scipy trf+jac [fits/s] | speedup vs default | speedup vs trf+jac "
         "| converged | max rel diff popt |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         default, trf = r["scipy"]["scipy_default"], r["scipy"]["scipy_trf_jac"]
         lines.append(
             f"| {r['fits']:,} | {'yes' if r['bounded'] else 'no'} "
+            f"| {r.get('dtype', 'float64')} "
             f"| {r['nlsq_first_call_s']:.2f} ({r['nlsq_first_call_cpu_s']:.2f}) "
             f"| {r['nlsq_fits_per_s']:,.0f} ({r['nlsq_fits_per_cpu_s']:,.0f}) "
             f"| {default['fits_per_s']:,.0f} ({default['fits_per_cpu_s']:,.0f}) "
@@ -215,21 +222,25 @@ def main(argv: list[str] | None = None) -> int:
         "--scipy-fits", type=int, default=1000, help="fits timed in scipy's loop per case"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtypes", default="float64", help="comma-separated working dtypes of nlsq"
+    )
     parser.add_argument("--json", type=str, default=None, help="write all figures here")
     args = parser.parse_args(argv)
 
     env = environment()
     results = []
-    for n_fits in (int(float(v)) for v in args.fits.split(",")):
-        for bounded in (False, True):
-            result = run_case(n_fits, bounded, args.repeats, args.scipy_fits, args.seed)
-            results.append(result)
-            print(
-                f"{n_fits} fits, {'bounded' if bounded else 'unbounded'}: "
-                f"{result['nlsq_fits_per_s']:,.0f} fits/s "
-                f"(first call {result['nlsq_first_call_s']:.2f} s)",
-                file=sys.stderr,
-            )
+    for dtype in args.dtypes.split(","):
+        for n_fits in (int(float(v)) for v in args.fits.split(",")):
+            for bounded in (False, True):
+                result = run_case(n_fits, bounded, args.repeats, args.scipy_fits, args.seed, dtype)
+                results.append(result)
+                print(
+                    f"{n_fits} fits, {'bounded' if bounded else 'unbounded'}, {dtype}: "
+                    f"{result['nlsq_fits_per_s']:,.0f} fits/s "
+                    f"(first call {result['nlsq_first_call_s']:.2f} s)",
+                    file=sys.stderr,
+                )
     env["load_average_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(markdown_table(results))
     print(
