@@ -567,7 +567,9 @@ def _leastsq_options(p0: np.ndarray, kwargs: dict) -> tuple[ValidatedOptions, Le
         if name not in _LEASTSQ_KEYWORDS:
             raise TypeError(f"leastsq() got an unexpected keyword argument '{name}'")
     if kwargs.get("factor", 100) != 100:
-        raise NotImplementedError("nlsq's 'lm' uses MINPACK's default factor=100 only.")
+        raise NotImplementedError(
+            "curve_fit(method='lm') supports only MINPACK's default factor=100; remove `factor`."
+        )
     ftol = float(kwargs.get("ftol", 1.49012e-8))
     xtol = float(kwargs.get("xtol", 1.49012e-8))
     gtol = float(kwargs.get("gtol", 0.0))

@@ -180,7 +180,11 @@ def validate_options(
         if jac_sparsity is not None:
             if tr_solver == "exact":
                 raise ValueError("tr_solver='exact' is incompatible with `jac_sparsity`.")
-            raise NotImplementedError("`jac_sparsity` is not supported by nlsq.")
+            raise NotImplementedError(
+                "`jac_sparsity` is not supported by nlsq; drop it (nlsq uses the dense "
+                "Jacobian) or use scipy.optimize.least_squares(tr_solver='lsmr') for sparse "
+                "problems."
+            )
     if method == "lm" and callback is not None:
         warnings.warn(
             "Callback function specified, but not supported with `lm` method.", stacklevel=3
