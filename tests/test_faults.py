@@ -14,6 +14,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -461,18 +462,33 @@ def test_interrupt_main_during_a_fit_leaves_the_cache_usable() -> None:
             warnings.simplefilter("ignore", NumPyModelWarning)
             return nlsq.curve_fit(slow_decay, X, Y, p0=[0.5, 3.0], full_output=True)
 
-    fit()
-    timer = threading.Timer(0.1, interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        timer.start()
+    def interrupted_fit() -> bool:
+        fired.clear()
+        timer = threading.Timer(0.1, interrupt)
         try:
-            fit()
-            # The fit may finish before Python code runs again on the main thread.
-            while not fired.wait(0.01):
-                pass
-            time.sleep(1.0)
-        finally:
-            timer.join()
+            timer.start()
+            try:
+                fit()
+                # The fit may finish before Python code runs again on the main thread.
+                while not fired.wait(0.01):
+                    pass
+                time.sleep(5.0)
+            finally:
+                timer.join()
+        except KeyboardInterrupt:
+            return True
+        return False
+
+    fit()
+    # Ctrl-C's own handler, whatever another test or plugin installed before.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        # One full-suite run lost the interrupt (it can land in JAX's own callback
+        # code between the model's calls); a few tries keep the test about the cache.
+        interrupted = [interrupted_fit() for _ in range(3)]
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert any(interrupted), interrupted
     popt, _, info, _, _ = fit()
     np.testing.assert_allclose(popt, TRUE, rtol=1e-6)
     assert info["cache_stats"]["compiles"] == 0
