@@ -74,13 +74,10 @@ _FIT_SCRIPT = textwrap.dedent(
 )
 
 
-def fit_in_subprocess(cache_dir: Path, tmp_path: Path) -> dict:
-    env = dict(os.environ)
-    env["NLSQ_DISK_CACHE_DIR"] = str(cache_dir)
-    env["NLSQ_CONFIG"] = str(tmp_path / "absent-config.json")
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+def run_python(script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``script`` in a fresh interpreter with ``env``; it must exit cleanly."""
     done = subprocess.run(
-        [sys.executable, "-c", _FIT_SCRIPT],
+        [sys.executable, "-c", script],
         env=env,
         capture_output=True,
         text=True,
@@ -88,6 +85,15 @@ def fit_in_subprocess(cache_dir: Path, tmp_path: Path) -> dict:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def fit_in_subprocess(cache_dir: Path, tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    env["NLSQ_DISK_CACHE_DIR"] = str(cache_dir)
+    env["NLSQ_CONFIG"] = str(tmp_path / "absent-config.json")
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    done = run_python(_FIT_SCRIPT, env)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(result["popt"], TRUE, rtol=1e-8)
     return result
@@ -358,15 +364,7 @@ def test_real_out_of_memory_in_a_small_address_space(tmp_path) -> None:
     compiler ends the process (SIGSEGV), which nlsq cannot intercept."""
     env = dict(os.environ, NLSQ_MEMORY_BUDGET="1TiB", NLSQ_DISK_CACHE="0")
     env["NLSQ_CONFIG"] = str(tmp_path / "absent-config.json")
-    done = subprocess.run(
-        [sys.executable, "-c", _OOM_SCRIPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_python(_OOM_SCRIPT, env)
     assert "FitMemoryError: The fit ran out of memory (RESOURCE_EXHAUSTED" in done.stdout
     assert "curve_fit_large" in done.stdout
 
