@@ -75,10 +75,7 @@ def solve_lsq_trust_region(
     """Solve ``min ||J p + f||`` subject to ``||p|| <= Delta`` from one SVD of ``J``.
 
     Finds the Levenberg-Marquardt parameter ``alpha`` of More's method by Newton
-    iterations on the secular equation, at most ``max_iter`` of them. Directions whose
-    singular value is at most ``eps * m * s[0]`` (the rank test's threshold) are left
-    out of the step: for a rank-deficient ``J`` the step lies in the numerical range of
-    ``J^T``, whatever rounding the SVD put into the zero singular values.
+    iterations on the secular equation, at most ``max_iter`` of them.
 
     Parameters
     ----------
@@ -109,13 +106,8 @@ def solve_lsq_trust_region(
     alpha : Array
         The Levenberg-Marquardt parameter (0 for the Gauss-Newton step).
     """
-    # Singular values at or below the rank threshold are rounding noise of zero: their
-    # components s_i u_i^T f are noise too, and dividing them by s_i**2 + alpha with a
-    # small (or, after the last Newton update, negative) alpha would turn that noise into
-    # a machine-dependent step along the null space. Drop them, as the rank test does.
-    numerically_nonzero = s > eps * m * s[0]
-    suf = jnp.where(numerically_nonzero, s * uf, 0.0)
-    full_rank = (m >= n) & numerically_nonzero[-1]
+    suf = s * uf
+    full_rank = (m >= n) & (s[-1] > eps * m * s[0])
 
     safe_s = jnp.where(s > 0, s, 1.0)
     p_gauss_newton = -V @ (uf / safe_s)
