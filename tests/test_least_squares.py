@@ -470,7 +470,10 @@ def test_rank_deficient_sum_only() -> None:
     trust-region step along the null direction (1, -1): the split of ``x0 + x1`` between
     ``x0`` and ``x1`` is decided by the last bits of J. scipy's own answer moves from
     x = (3.72, -3.03) to (1.68, -0.99) when ``exp(-(x0 + x1) t)`` is computed as
-    ``exp(-x0 t - x1 t)``. Everything the data determine must still agree.
+    ``exp(-x0 t - x1 t)``, and its path, so its status and counts, moves with it: on
+    another CPU, or between scipy's and nlsq's arithmetic, the two may take different
+    paths to the same fit. Both must stop converged, and everything the data determine
+    must agree to what the stopping tests leave unresolved.
     """
     problem = Problem(
         "rank-deficient",
@@ -481,18 +484,19 @@ def test_rank_deficient_sum_only() -> None:
     )
     expected = _run_scipy(problem)
     actual = _run_nlsq(problem)
-    assert expected.status == 1
-    assert (actual.status, actual.nfev, actual.njev) == (
-        expected.status,
-        expected.nfev,
-        expected.njev,
-    )
-    np.testing.assert_allclose(actual.x.sum(), expected.x.sum(), rtol=RTOL)
-    np.testing.assert_allclose(actual.cost, expected.cost, rtol=RTOL)
-    np.testing.assert_allclose(actual.fun, expected.fun, rtol=RTOL, atol=1e-10)
-    np.testing.assert_allclose(actual.jac, expected.jac, rtol=RTOL, atol=1e-10)
-    np.testing.assert_allclose(actual.grad, expected.grad, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(actual.optimality, expected.optimality, rtol=1e-6, atol=1e-9)
+    assert expected.status in (1, 2, 3, 4) and actual.status in (1, 2, 3, 4)
+    # Two converged stops are as far apart as ftol (the default 1e-8) leaves: in the
+    # space of predictions 2 sqrt(ftol) ||f||, with a factor 10 of slack (the fuzz rule).
+    ftol = 1e-8
+    f_norm = np.linalg.norm(expected.fun)
+    bound = 20 * np.sqrt(ftol) * f_norm
+    assert np.linalg.norm(actual.fun - expected.fun) <= bound
+    d = np.linalg.norm(expected.jac[:, 0])  # J = [d, d]: predictions move by d * sum
+    assert abs(actual.x.sum() - expected.x.sum()) * d <= bound
+    np.testing.assert_allclose(actual.cost, expected.cost, rtol=10 * ftol)
+    # Within a relative cost delta of the minimum, ||g|| <= ||J|| ||f|| sqrt(delta).
+    g_bound = np.linalg.norm(expected.jac) * f_norm * np.sqrt(10 * ftol)
+    assert max(np.linalg.norm(actual.grad), np.linalg.norm(expected.grad)) <= g_bound
 
 
 @pytest.mark.parametrize("problem_id", ["rosenbrock", "rosenbrock-bound-active"])
