@@ -30,7 +30,11 @@ Several hosts
 import argparse
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# Added to any XLA flags already set (keeping a device count that is already chosen).
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join(
+        filter(None, [os.environ.get("XLA_FLAGS"), "--xla_force_host_platform_device_count=4"])
+    )
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

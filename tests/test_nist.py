@@ -15,12 +15,11 @@ from nist import NAMES, load
 
 import nlsq
 
-#: Minimum LRE required for the parameter estimates and for their standard errors.
-#: Lanczos1 is the tight spot for the standard errors: its certified RSS (1.4e-25) is at the
-#: limit of float64, so its standard errors reach an LRE of only about 3 even with an exact
-#: Jacobian and tight tolerances.
+#: Minimum LRE required for the parameter estimates and for their standard errors, unless
+#: the data cap what float64 can reach (:func:`stderr_min_lre`).
 PARAM_MIN_LRE = 4.0
 STDERR_MIN_LRE = 3.0
+EPS = np.finfo(np.float64).eps
 
 #: LRE reported when the estimate equals the certified value exactly.
 MAX_LRE = 15.0
@@ -35,9 +34,7 @@ SHORT_WITH_DEFAULTS = {
     ("MGH09", "start1"): "ftol=1e-8 stops at LRE ~3.9 for b2",
     ("MGH09", "start2"): "ftol=1e-8 stops at LRE ~3.9 for b2",
     ("Lanczos1", "start1"): "RSS 1.4e-25: ftol=1e-8 stops before the RSS, and so the "
-    "standard errors, are accurate (parameters reach LRE > 10)",
-    ("Lanczos1", "start2"): "RSS 1.4e-25: ftol=1e-8 stops before the RSS, and so the "
-    "standard errors, are accurate (parameters reach LRE > 10)",
+    "standard errors, are accurate (parameters reach LRE > 10, standard errors 0.7)",
 }
 
 TIGHT_SETTINGS = {"ftol": 1e-15, "xtol": 1e-15, "gtol": 1e-15, "max_nfev": 10_000}
@@ -83,6 +80,20 @@ def log_relative_error(estimate: np.ndarray, certified: np.ndarray) -> np.ndarra
     return np.clip(np.nan_to_num(lre, nan=0.0, posinf=MAX_LRE), 0.0, MAX_LRE)
 
 
+def stderr_min_lre(y: np.ndarray, certified_rss: float) -> float:
+    """The standard errors' required LRE: :data:`STDERR_MIN_LRE`, or less where float64
+    cannot resolve the residuals.
+
+    The standard errors scale with ``sqrt(RSS)``. Residuals computed in float64 carry a
+    rounding of ``eps |y|`` each, ``eps ||y||`` in all, against ``sqrt(RSS)``: that
+    relative error ``delta`` caps the LRE at ``-log10(delta)``, which the CPU's rounding
+    may reach. Only Lanczos1 (RSS 1.4e-25, ``delta`` ~1e-2) is concerned: an LRE of 2,
+    measured 2.95 to 3.0 on different CPUs.
+    """
+    delta = EPS * np.linalg.norm(y) / np.sqrt(certified_rss)
+    return min(STDERR_MIN_LRE, np.floor(-np.log10(delta)))
+
+
 def _lre_table(
     label: str, estimate: np.ndarray, certified: np.ndarray, lre: np.ndarray, min_lre: float
 ) -> str:
@@ -107,17 +118,18 @@ def test_certified_values(name: str, start: str, settings: str) -> None:
 
     param_lre = log_relative_error(popt, problem.certified_params)
     stderr_lre = log_relative_error(stderr, problem.certified_stderr)
+    stderr_required = stderr_min_lre(problem.y, problem.certified_rss)
     report = "\n".join(
         [
             f"NIST {name} ({problem.difficulty} difficulty) from {start}, {settings} settings: "
             f"{problem.formula}",
             _lre_table("parameters", popt, problem.certified_params, param_lre, PARAM_MIN_LRE),
             _lre_table(
-                "standard errors", stderr, problem.certified_stderr, stderr_lre, STDERR_MIN_LRE
+                "standard errors", stderr, problem.certified_stderr, stderr_lre, stderr_required
             ),
         ]
     )
-    if np.any(param_lre < PARAM_MIN_LRE) or np.any(stderr_lre < STDERR_MIN_LRE):
+    if np.any(param_lre < PARAM_MIN_LRE) or np.any(stderr_lre < stderr_required):
         pytest.fail(report, pytrace=False)
 
 
@@ -127,3 +139,12 @@ def test_log_relative_error() -> None:
     np.testing.assert_allclose(
         log_relative_error(estimate, certified), [MAX_LRE, 4.0, MAX_LRE, 7.0, 0.0]
     )
+
+
+def test_stderr_requirement_is_lowered_only_where_float64_caps_it() -> None:
+    lowered = {
+        name: stderr_min_lre(load(name).y, load(name).certified_rss)
+        for name in NAMES
+        if stderr_min_lre(load(name).y, load(name).certified_rss) < STDERR_MIN_LRE
+    }
+    assert lowered == {"Lanczos1": 2.0}
