@@ -3,8 +3,11 @@
 Commands::
 
     run       measure problems, write the run as JSON
-    gate      measure and compare with the committed baseline; exit 1 on a regression
-    baseline  measure (the whole catalogue by default) and write the platform's baseline
+    gate      measure and compare with the committed baseline (its stored figures on the
+              machine it was recorded on, else its revision measured side by side);
+              exit 1 on a regression
+    baseline  measure (the whole catalogue by default) and write the platform's baseline,
+              or with --machine (the quick problems by default) this machine type's
     report    a Markdown report with plots, of a saved run or of a fresh one
     compare   measure two git revisions interleaved and report the difference
 
@@ -18,7 +21,7 @@ import datetime
 import sys
 from pathlib import Path
 
-from benchmark import gate, report, runner
+from benchmark import gate, reference, report, runner
 from benchmark.problems import select
 
 RESULTS_DIR = runner.BENCHMARK_DIR / "results"
@@ -46,11 +49,15 @@ def _env_pairs(items: list[str]) -> dict[str, str]:
     return pairs
 
 
-def _add_measure_options(parser: argparse.ArgumentParser, problems: str, profile: str) -> None:
+def _add_measure_options(
+    parser: argparse.ArgumentParser, problems: str | None, profile: str
+) -> None:
+    """``--problems`` (None: the command picks), ``--profile``, ``--no-pin``."""
+    default = problems or "all; with --machine, quick"
     parser.add_argument(
         "--problems",
         default=problems,
-        help=f"'all', 'quick', a tag, a family, or comma-separated names (default {problems})",
+        help=f"'all', 'quick', a tag, a family, or comma-separated names (default {default})",
     )
     parser.add_argument(
         "--profile",
@@ -106,20 +113,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_gate(args: argparse.Namespace) -> int:
     baseline = runner.load(Path(args.baseline)) if args.baseline else None
-    run, findings = gate.run_gate(select(args.problems), baseline, _target(args), _settings(args))
-    path = runner.save(run, Path(args.output or RESULTS_DIR / "gate-latest.json"))
+    run, findings = gate.run_gate(
+        select(args.problems), baseline, _target(args), _settings(args), mode=args.mode
+    )
+    paths = gate.save_gate_run(run, Path(args.output or RESULTS_DIR / "gate-latest.json"))
     print(gate.format_findings(findings, only_notable=not args.verbose))
-    print(f"\nverdict: {gate.verdict(findings)} (run written to {path})")
+    written = " and ".join(str(p) for p in paths)
+    print(f"\nverdict: {gate.verdict(findings)} ({run['baseline']['mode']}; written to {written})")
     return 1 if gate.verdict(findings) == "regression" else 0
 
 
+def _baseline_output(args: argparse.Namespace, run: dict) -> Path:
+    """``--output``, else this machine's per-machine path (``--machine``) or the platform's."""
+    if args.output:
+        return Path(args.output)
+    env = run["environment"]
+    if args.machine:
+        return reference.machine_baseline_path(env["platform"], env["machine"]["id"])
+    return reference.baseline_path(env["platform"])
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
-    run = runner.run_suite(select(args.problems), _target(args), _settings(args))
+    problems = args.problems or ("quick" if args.machine else "all")
+    run = runner.run_suite(select(problems), _target(args), _settings(args))
     errors = [n for n, e in run["problems"].items() if e.get("error")]
     if errors:
         print(f"not writing a baseline: problems failed: {', '.join(errors)}", file=sys.stderr)
         return 1
-    path = Path(args.output) if args.output else gate.baseline_path(run["environment"]["platform"])
+    path = _baseline_output(args, run)
     if args.update:
         run = gate.update_baseline(runner.load(path), run)
     runner.save(run, path)
@@ -137,9 +158,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         path = Path(args.baseline) if args.baseline else None
         try:
             baseline = (
-                runner.load(path) if path else gate.load_baseline(run["environment"]["platform"])
+                runner.load(path)
+                if path
+                else reference.load_baseline(run["environment"]["platform"])
             )
-        except gate.MissingBaseline as error:
+        except reference.MissingBaseline as error:
             print(f"{error}; the report has no change columns", file=sys.stderr)
     out = Path(args.out or REPORTS_DIR / _report_name(run))
     try:
@@ -193,14 +216,31 @@ def main(argv: list[str] | None = None) -> int:
     _add_measure_options(p, "quick", "quick")
     _add_target_options(p)
     p.add_argument("--baseline", help="baseline JSON (default: benchmark/baselines/<platform>)")
+    p.add_argument(
+        "--mode",
+        choices=reference.MODES,
+        default="auto",
+        help="'stored': the baseline's figures; 'side-by-side': measure its revision now; "
+        "'auto' (default): stored if the baseline was recorded on this machine type",
+    )
     p.add_argument("--output", help="run JSON (default benchmark/results/gate-latest.json)")
     p.add_argument("--verbose", action="store_true", help="list every finding, not the notable")
     p.set_defaults(func=cmd_gate)
 
     p = sub.add_parser("baseline", help="record benchmark/baselines/<platform>.json")
-    _add_measure_options(p, "all", "baseline")
+    _add_measure_options(p, None, "baseline")
     _add_target_options(p)
-    p.add_argument("--output", help="path (default benchmark/baselines/<platform>.json)")
+    p.add_argument(
+        "--machine",
+        action="store_true",
+        help="record this machine type's baseline, benchmark/baselines/<platform>/"
+        "<machine-id>.json, of the quick problems unless --problems says otherwise",
+    )
+    p.add_argument(
+        "--output",
+        help="path (default benchmark/baselines/<platform>.json, or with --machine "
+        "benchmark/baselines/<platform>/<machine-id>.json)",
+    )
     p.add_argument(
         "--update",
         action="store_true",
@@ -230,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, gate.MissingBaseline) as error:
+    except (ValueError, reference.MissingBaseline, reference.MissingRevision) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -42,7 +42,8 @@ import scipy.optimize
 
 import nlsq
 from benchmark import problems as catalogue
-from benchmark import runner, worker
+from benchmark import worker
+from benchmark.machine import cpu_model
 
 
 def exponential_jac(x, a, b, c):
@@ -202,7 +203,7 @@ def environment() -> dict:
     return {
         "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "platform": platform.platform(),
-        "cpu_model": runner.cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         **worker.environment(),
     }

@@ -6,6 +6,13 @@ machine moves both and leaves the ratio. A metric regresses when its ratio is wo
 the baseline's by more than the threshold (10%) *and* by more than ``z`` times the
 measurement noise; a problem that looks regressed is measured again, and only a change
 seen in every attempt fails the gate. Memory (absolute peak RSS) only warns.
+
+Ratios still depend on the machine type (cache sizes, vector units, the balance of
+compiling against importing), so stored figures are only used on the machine they were
+recorded on, recognised by its fingerprint (:func:`benchmark.machine.machine_fingerprint`).
+Elsewhere the gate measures the revision the baseline stands for beside the working tree,
+interleaved, and judges the working tree against that
+(:func:`benchmark.reference.choose_comparison`).
 """
 
 from __future__ import annotations
@@ -16,11 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark import runner
+from benchmark import reference, runner
 from benchmark.problems import PROBLEMS, Problem
 from benchmark.stats import median
-
-BASELINE_DIR = runner.BENCHMARK_DIR / "baselines"
 
 #: Load from other processes (in CPUs, see :class:`benchmark.runner.LoadProbe`) above
 #: which the machine counts as busy: a suspect problem waits for it to drop before it is
@@ -42,10 +47,6 @@ WARNING = frozenset({"warning", "noisy"})
 
 class PerformanceWarning(UserWarning):
     """A benchmark figure got worse without failing the gate (memory, noisy timings)."""
-
-
-class MissingBaseline(FileNotFoundError):
-    """No baseline recorded for this platform."""
 
 
 @dataclass(frozen=True)
@@ -101,28 +102,6 @@ class Finding:
 # --- baselines -----------------------------------------------------------------------
 
 
-def baseline_path(platform: str) -> Path:
-    """``benchmark/baselines/<platform>.json``."""
-    return BASELINE_DIR / f"{platform}.json"
-
-
-def load_baseline(platform: str) -> dict[str, Any]:
-    """The committed baseline of ``platform``.
-
-    Raises
-    ------
-    MissingBaseline
-        With the command that records one.
-    """
-    path = baseline_path(platform)
-    if not path.exists():
-        raise MissingBaseline(
-            f"no benchmark baseline for platform {platform!r} ({path}); record one on a quiet "
-            f"machine with `python -m benchmark baseline` and commit it"
-        )
-    return runner.load(path)
-
-
 def update_baseline(baseline: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
     """``baseline`` with the problems of ``run`` added or replaced; the rest kept.
 
@@ -138,6 +117,10 @@ def update_baseline(baseline: Mapping[str, Any], run: Mapping[str, Any]) -> dict
     """
     check_comparable(run, baseline)
     notes = environment_notes(run, baseline)
+    recorded = baseline["environment"].get("machine")
+    if recorded is not None:
+        # Figures of two machine types in one file would match neither.
+        notes += reference.machine_differences(run["environment"].get("machine", {}), recorded)
     if notes or run["settings"] != baseline["settings"]:
         differences = notes + ([] if run["settings"] == baseline["settings"] else ["settings"])
         raise ValueError(
@@ -212,6 +195,19 @@ def _combined(a: float, b: float) -> float:
     return math.hypot(a, b) if not (math.isnan(a) or math.isnan(b)) else math.nan
 
 
+def _references(metric: str, attempts: list, base_attempts: list, paired: bool) -> list:
+    """(ratio, noise, load) of the baseline to hold each attempt against.
+
+    Paired: attempt ``i`` of each side was measured back to back, so a change of load
+    hit both and is held against its own partner; otherwise the baseline's pooled samples.
+    """
+    ratio_of = runner.cold_ratio if metric == "cold" else runner.hot_ratio
+    if paired and len(base_attempts) == len(attempts):
+        return [(*ratio_of(b), runner.others_cpus(b)) for b in base_attempts]
+    merge = merge_cold if metric == "cold" else merge_hot
+    return [(*ratio_of(merge(base_attempts)), 0.0)] * len(attempts)
+
+
 def _timing_finding(
     name: str,
     metric: str,
@@ -219,25 +215,26 @@ def _timing_finding(
     base_attempts: list,
     threshold: float,
     z: float,
+    paired: bool = False,
 ) -> Finding:
-    """The best attempt (smallest change) against the baseline's pooled samples.
+    """The best attempt (smallest change) against the baseline (see :func:`_references`).
 
     Ratios are CPU-time ratios (see :data:`benchmark.runner.BASES`).
     """
-    merge = merge_cold if metric == "cold" else merge_hot
     ratio_of = runner.cold_ratio if metric == "cold" else runner.hot_ratio
-    base, base_noise = ratio_of(merge(base_attempts))
     best = None
-    for attempt in attempts:
+    references = _references(metric, attempts, base_attempts, paired)
+    for attempt, (base, base_noise, base_load) in zip(attempts, references, strict=True):
         ratio, noise = ratio_of(attempt)
-        change, load = ratio / base - 1, runner.others_cpus(attempt)
+        change = ratio / base - 1
+        load = max(runner.others_cpus(attempt), base_load)
         combined = _combined(noise, base_noise)
         status = classify(change, combined, threshold, z, allowed_change(threshold, load))
         # A regression only if every attempt is one; otherwise the closest to the baseline.
         rank = (status == "regression", change)
         if best is None or rank < best[0]:
-            best = (rank, ratio, change, combined, load, status)
-    _, ratio, change, noise, load, status = best
+            best = (rank, ratio, base, change, combined, load, status)
+    _, ratio, base, change, noise, load, status = best
     if status == "noisy" and change <= allowed_change(threshold, load):
         message = f"{100 * change:+.1f}%, measured while other processes used {load:.1f} CPUs"
     elif status == "noisy":
@@ -302,9 +299,16 @@ def _accuracy_finding(name: str, entry: Mapping, base: Mapping, threshold: float
 
 
 def evaluate(
-    run: Mapping[str, Any], baseline: Mapping[str, Any], thresholds: Thresholds = Thresholds()
+    run: Mapping[str, Any],
+    baseline: Mapping[str, Any],
+    thresholds: Thresholds = Thresholds(),
+    paired: bool = False,
 ) -> list[Finding]:
-    """Findings for every problem of ``run``, against ``baseline``."""
+    """Findings for every problem of ``run``, against ``baseline``.
+
+    ``paired``: the two were measured side by side, attempt for attempt (see
+    :func:`_references`).
+    """
     findings: list[Finding] = []
     for name, entry in run["problems"].items():
         if entry.get("error"):
@@ -312,18 +316,20 @@ def evaluate(
             continue
         base = baseline["problems"].get(name)
         if base is None or base.get("error"):
-            findings.append(Finding(name, "run", "new", message="not in the baseline"))
+            # Side by side, an older revision may lack what a new problem needs.
+            note = "not in the baseline" if base is None else "the baseline's measurement failed"
+            findings.append(Finding(name, "run", "new", message=note))
             continue
         if entry["cold"] and base["cold"]:
             findings.append(
                 _timing_finding(
-                    name, "cold", entry["cold"], base["cold"], thresholds.cold, thresholds.z
+                    name, "cold", entry["cold"], base["cold"], thresholds.cold, thresholds.z, paired
                 )
             )
         if entry["hot"] and base["hot"]:
             findings.append(
                 _timing_finding(
-                    name, "hot", entry["hot"], base["hot"], thresholds.hot, thresholds.z
+                    name, "hot", entry["hot"], base["hot"], thresholds.hot, thresholds.z, paired
                 )
             )
         if entry["cold"] and base["cold"]:
@@ -388,8 +394,12 @@ def gate_loop(
     remeasure: Callable[[dict, Problem, str], None],
     thresholds: Thresholds = Thresholds(),
     progress: runner.Progress = runner._stderr,
+    paired: bool = False,
 ) -> tuple[dict[str, Any], list[Finding]]:
     """Measure, evaluate, measure the suspects again (up to ``thresholds.retries``).
+
+    ``baseline`` may be filled by ``measure`` as it goes (side by side); it is only read
+    once every problem has been measured. ``paired``: see :func:`evaluate`.
 
     Returns
     -------
@@ -403,7 +413,7 @@ def gate_loop(
         line = runner.describe_progress(problem.name, entries[problem.name])
         progress(f"[{i}/{len(problems)}] {line}")
     shell = {"problems": entries}
-    findings = evaluate(shell, baseline, thresholds)
+    findings = evaluate(shell, baseline, thresholds, paired)
     for attempt in range(thresholds.retries):
         todo = suspects(findings)
         if not todo:
@@ -411,12 +421,89 @@ def gate_loop(
         for name, metric in todo:
             progress(f"re-measuring {name} ({metric}), attempt {attempt + 2}")
             remeasure(entries[name], PROBLEMS.get(name) or _by_name(problems, name), metric)
-        findings = evaluate(shell, baseline, thresholds)
+        findings = evaluate(shell, baseline, thresholds, paired)
     return entries, findings
 
 
 def _by_name(problems: list[Problem], name: str) -> Problem:
     return next(p for p in problems if p.name == name)
+
+
+#: ``measure(side, problem, metric)``: a problem entry holding one attempt of ``metric``
+#: on side 0 (the baseline's revision) or 1 (the working tree).
+MeasureSide = Callable[[int, Problem, str], dict]
+
+
+class SideBySide:
+    """Both revisions measured in one run, interleaved, for :func:`gate_loop`.
+
+    Each metric of each problem is measured once per side, the order alternating
+    (problem 1: cold A B, hot B A; problem 2: cold B A, hot A B...) so that a drift of load
+    hits both sides alike. A suspect is measured again on *both* sides, after one wait
+    for a quiet machine, and each attempt is judged against its partner (``paired``).
+    Retries use the same settings as the first round (not the larger
+    :meth:`benchmark.runner.Settings.remeasure`): the pairing, not more samples, is what
+    makes them conclusive, and a retry of two sides then costs about what a stored-mode
+    retry of one does.
+
+    Parameters
+    ----------
+    measure : MeasureSide
+        One attempt of one metric on one side (the workers).
+    metrics : tuple of str
+        ``'cold'`` and/or ``'hot'``, measured in this order.
+    wait : callable
+        Called once before each re-measurement of both sides.
+    labels : (str, str)
+        Names of the sides for the progress lines.
+    progress : callable
+        Where the reference side's progress lines go (:func:`gate_loop` prints the other's).
+    """
+
+    def __init__(
+        self,
+        measure: MeasureSide,
+        metrics: tuple[str, ...],
+        wait: Callable[[], object] = lambda: None,
+        labels: tuple[str, str] = ("baseline revision", "working tree"),
+        progress: runner.Progress = runner._stderr,
+    ) -> None:
+        self._measure, self.metrics, self._wait = measure, metrics, wait
+        self.labels, self._progress = labels, progress
+        #: The baseline revision's ``problems`` section, filled as problems are measured.
+        self.reference: dict[str, Any] = {"problems": {}}
+        self._problems = 0
+        self._retries = 0
+
+    def measure(self, problem: Problem) -> dict[str, Any]:
+        """Measure both sides; the working tree's entry (the reference's is kept)."""
+        entries = [{"problem": problem.describe(), "cold": [], "hot": []} for _ in range(2)]
+        for j, metric in enumerate(self.metrics):
+            for side in _order(self._problems + j):
+                _extend(entries[side], self._measure(side, problem, metric))
+        self._problems += 1
+        self.reference["problems"][problem.name] = entries[0]
+        self._progress(f"  {self.labels[0]}: {runner.describe_progress(problem.name, entries[0])}")
+        return entries[1]
+
+    def remeasure(self, entry: dict[str, Any], problem: Problem, metric: str) -> None:
+        """One more attempt of ``metric`` on both sides (``entry`` is the working tree's)."""
+        self._wait()
+        into = (self.reference["problems"][problem.name], entry)
+        for side in _order(self._retries):
+            _extend(into[side], self._measure(side, problem, metric))
+        self._retries += 1
+
+
+def _order(turn: int) -> tuple[int, int]:
+    return (0, 1) if turn % 2 == 0 else (1, 0)
+
+
+def _extend(into: dict[str, Any], entry: Mapping[str, Any]) -> None:
+    into["cold"] += entry.get("cold", [])
+    into["hot"] += entry.get("hot", [])
+    if entry.get("error"):
+        into["error"] = entry["error"]
 
 
 def run_gate(
@@ -427,38 +514,99 @@ def run_gate(
     thresholds: Thresholds = Thresholds(),
     metrics: tuple[str, ...] = ("cold", "hot"),
     progress: runner.Progress = runner._stderr,
+    mode: str = "auto",
 ) -> tuple[dict[str, Any], list[Finding]]:
-    """Measure ``problems`` and compare them with the baseline of this platform.
+    """Measure ``problems`` and compare them with a baseline (see :mod:`benchmark.reference`).
+
+    Parameters
+    ----------
+    baseline : dict, optional
+        Compare with this instead of the committed baselines of this platform.
+    target : Target, optional
+        The nlsq under test (default: the working tree); its ``env`` applies to it only,
+        never to the baseline's revision measured beside it.
+    mode : {'auto', 'stored', 'side-by-side'}
 
     Returns
     -------
     run : dict
-        The run document (all attempts included).
+        The run document (all attempts included); ``baseline`` describes the comparison,
+        and side by side ``reference`` holds the run of the baseline's revision.
     findings : list of Finding
+
+    Raises
+    ------
+    benchmark.reference.MissingBaseline
+        No baseline for this platform.
+    benchmark.reference.MissingRevision
+        Side by side, and the baseline's commit is not in this repository.
     """
     target = target or runner.Target()
     settings = settings or runner.PROFILES["quick"]
     with runner.Workspace(target, settings) as ws:
         run = runner.new_run(ws, settings)
-        if baseline is None:
-            baseline = load_baseline(run["environment"]["platform"])
-        check_comparable(run, baseline)
-        run["problems"], findings = gate_loop(
-            problems,
-            baseline,
-            lambda p: runner.measure_problem(p, ws, settings, metrics),
-            lambda entry, p, metric: runner.remeasure(
-                entry, p, ws, metric, settings, quiet_below_cpus=BUSY_CPUS
-            ),
-            thresholds,
-            progress,
-        )
-    run["baseline"] = {
-        key: baseline["environment"][key]
-        for key in ("timestamp_utc", "nlsq_source", "updates")
-        if key in baseline["environment"]
-    }
+        comparison = reference.select_comparison(run["environment"], baseline, mode)
+        progress(comparison.describe(run["environment"]["machine"]))
+        if comparison.mode == reference.STORED:
+            check_comparable(run, comparison.baseline)
+            run["problems"], findings = gate_loop(
+                problems,
+                comparison.baseline,
+                lambda p: runner.measure_problem(p, ws, settings, metrics),
+                lambda entry, p, metric: runner.remeasure(
+                    entry, p, ws, metric, settings, quiet_below_cpus=BUSY_CPUS
+                ),
+                thresholds,
+                progress,
+            )
+        else:
+            from benchmark import compare  # compare imports this module
+
+            commit = reference.reference_commit(comparison.baseline, [p.name for p in problems])
+            run["problems"], findings, run["reference"] = compare.gate_side_by_side(
+                problems,
+                commit,
+                ws,
+                settings,
+                metrics,
+                thresholds,
+                progress,
+                baseline=reference.describe_path(comparison.path),
+            )
+    run["baseline"] = _comparison_record(comparison)
+    if "reference" in run:
+        run["baseline"]["measured"] = run["reference"]["environment"]["nlsq_source"]
     return runner.finish_run(run), findings
+
+
+def _comparison_record(comparison: reference.Comparison) -> dict[str, Any]:
+    """The run's ``baseline`` block: which baseline, which mode, why."""
+    env = comparison.baseline["environment"]
+    record = {key: env[key] for key in ("timestamp_utc", "nlsq_source", "updates") if key in env}
+    record.update(
+        mode=comparison.mode,
+        path=None if comparison.path is None else reference.describe_path(comparison.path),
+        reason=comparison.reason,
+        machine_differences=list(comparison.differences),
+    )
+    return record
+
+
+def save_gate_run(run: Mapping[str, Any], path: Path) -> list[Path]:
+    """Write a gate run to ``path``, and its side-by-side reference run next to it.
+
+    The reference goes to ``<stem>-reference.json`` so that ``python -m benchmark report
+    --run PATH --baseline <stem>-reference.json`` renders the comparison again; a stored-mode
+    run removes an earlier run's, which would not belong to it.
+    """
+    path = Path(path)
+    reference_path = path.with_name(f"{path.stem}-reference.json")
+    paths = [runner.save({k: v for k, v in run.items() if k != "reference"}, path)]
+    if "reference" in run:
+        paths.append(runner.save(run["reference"], reference_path))
+    else:
+        reference_path.unlink(missing_ok=True)
+    return paths
 
 
 def _fmt(value: float | None, spec: str) -> str:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from benchmark.machine import cpu_model, machine_fingerprint
 from benchmark.problems import Problem
 from benchmark.stats import median, paired_ratio, round_sig
 from benchmark.worker import RESULT_PREFIX
@@ -95,16 +96,6 @@ class WorkerError(RuntimeError):
 
 
 # --- environment ---------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux)."""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def load_average() -> list[float] | None:
@@ -490,6 +481,7 @@ def environment(ws: Workspace) -> dict[str, Any]:
         "os": platform.platform(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "machine": machine_fingerprint(),
         **env,
         "nlsq_source": {
             "root": str(Path(ws.target.nlsq_root).resolve()),
@@ -522,14 +514,15 @@ def run_suite(
     target: Target | None = None,
     settings: Settings | None = None,
     progress: Progress = _stderr,
+    metrics: tuple[str, ...] = ("cold", "hot"),
 ) -> dict[str, Any]:
-    """Measure ``problems`` (cold, hot, memory, accuracy) against scipy in one run."""
+    """Measure ``problems`` (``metrics``, memory, accuracy) against scipy in one run."""
     target = target or Target()
     settings = settings or PROFILES["full"]
     with Workspace(target, settings) as ws:
         run = new_run(ws, settings)
         for i, problem in enumerate(problems, 1):
-            entry = measure_problem(problem, ws, settings)
+            entry = measure_problem(problem, ws, settings, metrics)
             run["problems"][problem.name] = entry
             progress(f"[{i}/{len(problems)}] {describe_progress(problem.name, entry)}")
     return finish_run(run)
