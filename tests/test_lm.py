@@ -19,11 +19,10 @@ machine where both run:
   a stopping test sits at a rounding tie (the tested quantity equals the tolerance to
   rounding, so one more iteration, or one test more or less met, is as right as the
   other). There both stops must be legitimate (:func:`assert_legitimate_stops`): each
-  side's status is a convergence status; a side that reports the gradient test met has
-  its scaled gradient below ``gtol`` at its own ``x``; and where either side reports
-  ``ftol`` or ``xtol`` met, the two final iterates, whose distance is the progress the
-  other side's extra iterations made, differ in cost and in scaled ``x`` by no more than
-  that tolerance allows.
+  side's status is a convergence status, and each test it reports met is met at its own
+  iterate: the gradient test by MINPACK's cosines at ``x``, ``ftol`` and ``xtol`` by the
+  last step, found by running the same fit with one evaluation less. The values then
+  agree to what those tolerances leave unresolved.
 
 Cases whose stopping decision is made at the level of rounding noise in every run
 (exactly duplicated Jacobian columns and the like) are left out.
