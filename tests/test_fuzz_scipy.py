@@ -17,8 +17,8 @@ convergence status (1-4), and a side that reports the gradient test met must mee
 at its own solution (:func:`gradient_test_value` below ``gtol``); what ``ftol`` and
 ``xtol`` claim is checked by the solution comparison that follows, whose bound is what
 those tests leave unresolved. Where they stop may differ by that much, which depends
-on the conditioning. The solutions
-are therefore compared where that ambiguity is measured, in the space of predictions:
+on the conditioning. The solutions are therefore compared where that ambiguity is
+measured, in the space of predictions:
 with ``J`` the weighted Jacobian at scipy's solution ``x_s``, nlsq's ``x_n`` must satisfy
 
     ||J (x_n - x_s)|| <= 10 (2 sqrt(ftol) ||f(x_s)|| + 2 xtol ||J|| (xtol + ||x_s||))
