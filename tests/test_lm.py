@@ -535,14 +535,17 @@ def test_matches_least_squares(name: str, x0, options: dict, status: int) -> Non
 def test_tie_rule_rejects_an_early_stop() -> None:
     """A stop short of convergence that reports ftol or xtol met fails the rule."""
     tie = TIES["two_exp-ftol=1e-14-xtol=1e-14-gtol=1e-14"]
-    early = nlsq_stop("two_exp", **TIGHT, max_nfev=8)
-    assert early.status == 0  # the budget, 7 evaluations short of scipy's stop
+    # 12 evaluations: before the iterations whose reductions are rounding (nlsq and scipy
+    # stop after 13 to 16 of them, by CPU); the last step still reduced the cost by ~0.5%.
+    early = nlsq_stop("two_exp", **TIGHT, max_nfev=12)
+    assert early.status == 0  # stopped by the budget
     with pytest.raises(AssertionError, match="last step reduced"):
         assert_legitimate_stop(tie, replace(early, status=2))
     with pytest.raises(AssertionError, match="last step"):
         assert_legitimate_stop(tie, replace(early, status=3))
+    far = nlsq_stop("two_exp", **TIGHT, max_nfev=8)
     with pytest.raises(AssertionError, match="gnorm"):
-        assert_legitimate_stop(tie, replace(early, status=1))
+        assert_legitimate_stop(tie, replace(far, status=1))
     assert_legitimate_stops(tie, nlsq_stop("two_exp", **TIGHT), scipy_stop("two_exp", **TIGHT))
 
 
