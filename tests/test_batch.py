@@ -17,7 +17,8 @@ seeded sign patterns), and the batch must agree with it to ``RTOL`` or to
 larger. A smooth, well-conditioned fit moves by ~1e-16 (so ``RTOL`` applies); a robust
 loss whose scaling cancels for outliers moves by up to ~1e-8. Status and evaluation
 count must be identical, unless a perturbation changes them too: then the fit's
-stopping test sits at a rounding tie and either count is right.
+stopping test sits at a rounding tie and either count is right. Against scipy the
+same holds, with the rule of ``tests/stopping.py`` where the statuses differ.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import pytest
 import scipy.optimize as so
 from scipy.optimize import OptimizeWarning
+from stopping import assert_same_or_legitimate_status, gradient_test_value
 
 import nlsq
 from nlsq import BatchResult, CurveFit, curve_fit_batch
@@ -307,7 +309,27 @@ def test_batch_matches_scipy() -> None:
             )
             np.testing.assert_allclose(result.popt[i], popt, rtol=SCIPY_POPT_RTOL)
             np.testing.assert_allclose(result.pcov[i], pcov, rtol=SCIPY_PCOV_RTOL)
-            assert (result.nfev[i], result.status[i]) == (info["nfev"], ier)
+            if (result.nfev[i], result.status[i]) == (info["nfev"], ier):
+                continue
+            # A stopping test at a rounding tie (seen: status 4 against 3, same count, with
+            # another LAPACK kernel): both stops must be legitimate.
+            bounds = options.get("bounds", (-np.inf, np.inf))
+            w = 1 / np.asarray(scipy_options.get("sigma", 1.0))
+            assert_same_or_legitimate_status(
+                int(result.status[i]),
+                ier,
+                _decay_gradient_test(result.popt[i], x, y[i], w, bounds),
+                _decay_gradient_test(popt, x, y[i], w, bounds),
+                1e-8,
+                f"fit {i} {options}",
+            )
+
+
+def _decay_gradient_test(p, x, y, w, bounds) -> float:
+    """scipy trf's gradient-test value for the weighted decay fit at ``p``."""
+    lb, ub = (np.broadcast_to(np.asarray(b, float), (3,)) for b in bounds)
+    J, f = np_decay_jac(x, *p) * np.reshape(w, (-1, 1)), (np_decay(x, *p) - y) * w
+    return gradient_test_value("trf", p, J, f, lb, ub)
 
 
 # --- one bad fit never affects the others ------------------------------------------------

@@ -59,9 +59,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize as so
-import scipy.optimize._lsq.common as scipy_common
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from stopping import assert_same_or_legitimate_status, gradient_test_value
 
 import nlsq
 
@@ -294,48 +294,8 @@ def _prediction_bound(J: np.ndarray, f_s: np.ndarray, x_s: np.ndarray) -> float:
     return 10 * (left_by_ftol + left_by_xtol) + 1e3 * EPS * np.linalg.norm(J, 2)
 
 
-#: Statuses that report convergence (scipy's least_squares codes).
-CONVERGED = (1, 2, 3, 4)
 #: leastsq's info (curve_fit's ier with method='lm') -> least_squares' status.
 LM_STATUS = {1: 2, 2: 3, 3: 4, 4: 1, 5: 0}
-
-
-def gradient_test_value(
-    method: str, x: np.ndarray, J: np.ndarray, f: np.ndarray, lb: np.ndarray, ub: np.ndarray
-) -> float:
-    """What scipy's gradient test compares with ``gtol`` at ``x`` (linear loss).
-
-    trf: ``||g v||_inf`` with Coleman-Li's scaling ``v`` (1 without bounds); dogbox:
-    ``||g||_inf`` over the variables not held by a bound; lm: MINPACK's largest
-    ``|cos|`` between ``f`` and a column of ``J``. ``g = J^T f``.
-    """
-    g = J.T @ f
-    if method == "lm":
-        norms, f_norm = np.linalg.norm(J, axis=0), np.linalg.norm(f)
-        valid = norms > 0
-        if f_norm == 0:
-            return 0.0
-        return float(np.max(np.abs(g[valid]) / (norms[valid] * f_norm), initial=0.0))
-    if method == "dogbox":
-        on_bound = np.where(x == lb, -1, np.where(x == ub, 1, 0))
-        return float(np.linalg.norm(np.where(on_bound * g < 0, 0.0, g), np.inf))
-    v, _ = scipy_common.CL_scaling_vector(x, g, lb, ub)
-    return float(np.linalg.norm(g * v, np.inf))
-
-
-def assert_same_or_legitimate_status(
-    status_n: int, status_s: int, gradient_n: float, gradient_s: float, label: str
-) -> None:
-    """Equal statuses, or two convergence stops at a tie (see the module docstring).
-
-    ``gradient_n`` and ``gradient_s`` are each side's :func:`gradient_test_value`.
-    """
-    if status_n == status_s:
-        return
-    for side, status, gradient in (("nlsq", status_n, gradient_n), ("scipy", status_s, gradient_s)):
-        assert status in CONVERGED, f"{label}: {side} stopped with status {status}"
-        if status == 1:
-            assert gradient < GTOL * (1 + 1e-6), f"{label}: {side} claims gtol at {gradient}"
 
 
 def rounding_decides(solve: Callable[[np.ndarray], np.ndarray | None], p0, x_s, J, f_s) -> bool:
@@ -465,7 +425,7 @@ def test_least_squares_agrees_with_scipy(data) -> None:
         else r.optimality  # the gradient test's own value, loss scaling included
         for r in (actual, expected)
     ]
-    assert_same_or_legitimate_status(actual.status, expected.status, *gradients, label)
+    assert_same_or_legitimate_status(actual.status, expected.status, *gradients, GTOL, label)
     assert_same_solution(actual.x, expected.x, actual.cost, expected.cost, J, expected.fun, label)
     np.testing.assert_array_equal(actual.active_mask, expected.active_mask, err_msg=label)
 
@@ -550,6 +510,7 @@ def test_curve_fit_agrees_with_scipy(data) -> None:
             status(ier_s),
             gradient_test_value(method, popt_n, J_n, f_n, lb, ub),
             gradient_test_value(method, popt_s, J, f_s, lb, ub),
+            GTOL,
             label,
         )
     cost_s = 0.5 * f_s @ f_s
@@ -589,8 +550,8 @@ def test_status_rule_rejects_an_illegitimate_stop() -> None:
     gradient_away = gradient_test_value(
         "trf", away, family.np_jac(family.t, *away), f_away, -free, free
     )
-    assert_same_or_legitimate_status(1, 2, at_minimum, gradient_away, "at the minimum")
+    assert_same_or_legitimate_status(1, 2, at_minimum, gradient_away, GTOL, "at the minimum")
     with pytest.raises(AssertionError, match="claims gtol"):
-        assert_same_or_legitimate_status(1, 2, gradient_away, at_minimum, "1% off")
+        assert_same_or_legitimate_status(1, 2, gradient_away, at_minimum, GTOL, "1% off")
     with pytest.raises(AssertionError, match="stopped with status 0"):
-        assert_same_or_legitimate_status(0, 2, at_minimum, at_minimum, "budget")
+        assert_same_or_legitimate_status(0, 2, at_minimum, at_minimum, GTOL, "budget")
