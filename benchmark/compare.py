@@ -173,11 +173,7 @@ def _append(problems: dict[str, Any], name: str, entry: dict[str, Any]) -> None:
     if name not in problems:
         problems[name] = entry
         return
-    into = problems[name]
-    into["cold"] += entry["cold"]
-    into["hot"] += entry["hot"]
-    if entry.get("error"):
-        into["error"] = entry["error"]
+    gate.extend_entry(problems[name], entry)
 
 
 def gate_side_by_side(

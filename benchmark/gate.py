@@ -480,7 +480,7 @@ class SideBySide:
         entries = [{"problem": problem.describe(), "cold": [], "hot": []} for _ in range(2)]
         for j, metric in enumerate(self.metrics):
             for side in _order(self._problems + j):
-                _extend(entries[side], self._measure(side, problem, metric))
+                extend_entry(entries[side], self._measure(side, problem, metric))
         self._problems += 1
         self.reference["problems"][problem.name] = entries[0]
         self._progress(f"  {self.labels[0]}: {runner.describe_progress(problem.name, entries[0])}")
@@ -491,7 +491,7 @@ class SideBySide:
         self._wait()
         into = (self.reference["problems"][problem.name], entry)
         for side in _order(self._retries):
-            _extend(into[side], self._measure(side, problem, metric))
+            extend_entry(into[side], self._measure(side, problem, metric))
         self._retries += 1
 
 
@@ -499,7 +499,8 @@ def _order(turn: int) -> tuple[int, int]:
     return (0, 1) if turn % 2 == 0 else (1, 0)
 
 
-def _extend(into: dict[str, Any], entry: Mapping[str, Any]) -> None:
+def extend_entry(into: dict[str, Any], entry: Mapping[str, Any]) -> None:
+    """Add ``entry``'s attempts (and error, if any) to the problem entry ``into``."""
     into["cold"] += entry.get("cold", [])
     into["hot"] += entry.get("hot", [])
     if entry.get("error"):
