@@ -50,12 +50,9 @@ from nlsq.solvers.lm import (
     XTOL_TOO_SMALL,
     LMResult,
     _trial_status,
-    enorm,
     lm,
-    lmpar,
-    qrfac,
-    qrsolv,
 )
+from nlsq.solvers.minpack import enorm, lmpar, qrfac, qrsolv
 from nlsq.solvers.termination import INITIAL_NOT_FINITE, RUNNING
 
 pytestmark = pytest.mark.usefixtures("x64")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.optimize._lsq.common as scipy_common
 
-from nlsq import scaling
+from nlsq.solvers import scaling
 
 compute_jac_scale = jax.jit(scaling.compute_jac_scale)
 

@@ -27,8 +27,8 @@ from jax import Array, lax
 
 from nlsq.bounds import in_bounds, step_size_to_bound
 from nlsq.loss import LossFunction, evaluate_loss, loss_cost, scale_for_robust_loss
-from nlsq.scaling import compute_jac_scale
 from nlsq.solvers.progress import TracedCallback, callback_halts, report_iteration
+from nlsq.solvers.scaling import compute_jac_scale
 from nlsq.solvers.termination import (
     CALLBACK_STOP,
     INITIAL_NOT_FINITE,
