@@ -1,4 +1,5 @@
-"""Exceptions of nlsq: input errors found while tracing, and out-of-memory errors."""
+"""Exceptions of nlsq: input errors found while tracing, bad chunks of a large fit, and
+out-of-memory errors."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ def plain_input_errors() -> Iterator[None]:
         yield
     except TraceTimeInputError as error:
         raise error.error_type(str(error)) from None
+
+
+class ChunkError(ValueError):
+    """A chunk of the data is invalid (non-finite values, wrong shape)."""
 
 
 class FitMemoryError(MemoryError):

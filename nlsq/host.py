@@ -54,8 +54,11 @@ def traces(function: Callable, *args: Any) -> bool:
     return True
 
 
-def warn_once(key: Any, name: str) -> None:
-    """Warn, once per model, that a function runs on the host."""
+def warn_once(key: Any, name: str, stacklevel: int = 4) -> None:
+    """Warn, once per model, that a function runs on the host.
+
+    ``stacklevel`` as in ``warnings.warn`` (1 is this function).
+    """
     with _lock:
         if key is not None and key in _warned:
             return
@@ -66,7 +69,7 @@ def warn_once(key: Any, name: str) -> None:
         "differences for the Jacobian, as scipy does. Write it with jax.numpy for a "
         "fully compiled fit with an exact Jacobian.",
         NumPyModelWarning,
-        stacklevel=4,
+        stacklevel=stacklevel,
     )
 
 

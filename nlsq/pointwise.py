@@ -13,6 +13,7 @@ checks this once per model, outside the compiled fit:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.extend.core as jex_core
@@ -133,3 +134,15 @@ def acts_pointwise(f: Callable, xdata: np.ndarray, p0: np.ndarray) -> bool:
             return _statically_pointwise(f, probe, p0) or _numerically_pointwise(f, probe, p0)
     except Exception:  # noqa: BLE001 - any failure: fit unpadded, where it surfaces
         return False
+
+
+#: Verdicts of :func:`acts_pointwise_once`, by model identity and data rank.
+_pointwise_verdicts: dict[tuple, bool] = {}
+
+
+def acts_pointwise_once(f: Callable, key: Any, xdata: np.ndarray, p0: np.ndarray) -> bool:
+    """:func:`acts_pointwise`, decided once per model identity ``key`` and data rank."""
+    verdict_key = (key, xdata.ndim)
+    if verdict_key not in _pointwise_verdicts:
+        _pointwise_verdicts[verdict_key] = acts_pointwise(f, xdata, p0)
+    return _pointwise_verdicts[verdict_key]

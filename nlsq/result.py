@@ -1,4 +1,4 @@
-"""Fit results: scipy's ``OptimizeResult``, and ``FitResult`` with its report and intervals."""
+"""Fit results: ``FitResult`` with its report and intervals, and the data it keeps."""
 
 from __future__ import annotations
 
@@ -10,36 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.linalg
-from scipy.optimize import OptimizeResult
-
-from nlsq.solvers.termination import TERMINATION_MESSAGES
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-from nlsq.solvers.trf import TRFResult
-
-
-def to_optimize_result(raw: TRFResult, bounded: bool) -> OptimizeResult:
-    """Convert the solver's arrays to scipy's ``OptimizeResult`` with NumPy values.
-
-    Types follow scipy's: ``cost`` and ``optimality`` are ``np.float64``; the
-    ``active_mask`` of an unbounded problem is a float array of zeros.
-    """
-    status = int(raw.status)
-    return OptimizeResult(
-        x=np.asarray(raw.x, dtype=float),
-        cost=np.float64(raw.cost),
-        fun=raw.fun.numpy(),
-        jac=raw.jac.numpy(),
-        grad=np.asarray(raw.grad, dtype=float),
-        optimality=np.float64(raw.optimality),
-        active_mask=np.asarray(raw.active_mask, dtype=int if bounded else float),
-        nfev=int(raw.nfev),
-        njev=int(raw.njev),
-        status=status,
-        message=TERMINATION_MESSAGES[status],
-        success=status > 0,
-    )
 
 
 @dataclass(frozen=True)
@@ -148,7 +121,7 @@ def normal_quantile(probability: float) -> float:
 
 @dataclass(frozen=True)
 class FitResult:
-    """Result of one curve fit; unpacks as ``popt, pcov = result``.
+    """Result of one curve fit; unpacks and indexes as ``popt, pcov = result``.
 
     Returned by :meth:`nlsq.CurveFit.fit` and :func:`nlsq.curve_fit_large`.
     :meth:`summary` prints a report of the fit, :meth:`conf_int` gives confidence
@@ -358,6 +331,14 @@ class FitResult:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.popt, self.pcov))
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int | slice) -> Any:
+        """``result[0]`` is ``popt`` and ``result[1]`` is ``pcov``, as in the tuple
+        that :func:`nlsq.curve_fit` returns."""
+        return (self.popt, self.pcov)[index]
 
 
 def _number(value: float) -> str:

@@ -37,9 +37,9 @@ from scipy.optimize import OptimizeWarning
 from stopping import assert_same_or_legitimate_status, gradient_test_value
 
 import nlsq
-from nlsq import BatchResult, CurveFit, curve_fit_batch
-from nlsq.api import batch as batch_module
+from nlsq import BatchResult, CurveFit, config, curve_fit_batch
 from nlsq.batch_result import INVALID_INPUT, NOT_FINITE_AT_P0
+from nlsq.plan import budget as batch_module
 
 RTOL = 1e-10
 #: The batch may differ from a single fit by this many times the largest move that
@@ -579,7 +579,7 @@ def test_chunk_length_follows_the_memory_budget() -> None:
     per_fit = batch_module.bytes_per_fit(1000, 5, 8, 2000)
     assert batch_module.chunk_length(10**6, per_fit, None, 100 * per_fit) == 100
     assert batch_module.chunk_length(10**6, per_fit, None, None) == min(
-        batch_module.MAX_CHUNK, batch_module.DEFAULT_MEMORY_BUDGET // per_fit
+        batch_module.MAX_FITS_PER_CALL, config.get("large.memory_budget") // per_fit
     )
     assert batch_module.chunk_length(10**6, per_fit, 7, None) == 7
     assert batch_module.chunk_length(3, per_fit, None, None) == 4

@@ -14,10 +14,11 @@ import pytest
 import scipy.optimize as so
 
 import nlsq
-from nlsq.api import curve_fit as nlsq_curve_fit
-from nlsq.api.curve_fit import bucket_size
+from nlsq import pointwise
 from nlsq.cache import ProgramCache, programs, stats
+from nlsq.execute import dense as dense_module
 from nlsq.identity import model_key
+from nlsq.program.padding import bucket_size
 
 #: Settings that change what these tests count; the disk-cache ones are left alone (the
 #: process-wide persistent cache is configured once, by whichever fit comes first).
@@ -199,14 +200,14 @@ def _assert_equals_scipy(twin: Twin, result, x, y, **kwargs) -> None:
 def pad_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     """Shapes ``(xdata, ydata)`` after each padding to a size bucket."""
     calls: list[tuple] = []
-    original = nlsq_curve_fit._pad_to_bucket
+    original = dense_module.pad_to_bucket
 
     def spy(xdata, ydata, kind, transform, size):
         out = original(xdata, ydata, kind, transform, size)
         calls.append((out[0].shape, out[1].shape))
         return out
 
-    monkeypatch.setattr(nlsq_curve_fit, "_pad_to_bucket", spy)
+    monkeypatch.setattr(dense_module, "pad_to_bucket", spy)
     return calls
 
 
@@ -319,7 +320,7 @@ def _centred(x, a, b):
 def test_models_that_are_not_pointwise_are_detected(model) -> None:
     x = np.linspace(0.5, 3.0, 100)
     p0 = np.ones(len(inspect.signature(model).parameters) - 1)
-    assert not nlsq_curve_fit._acts_pointwise(model, model_key(model), x, p0)
+    assert not pointwise.acts_pointwise_once(model, model_key(model), x, p0)
 
 
 @pytest.mark.parametrize(
@@ -334,7 +335,7 @@ def test_models_that_are_not_pointwise_are_detected(model) -> None:
 )
 def test_pointwise_models_are_padded(model) -> None:
     x = np.linspace(0.5, 3.0, 100)
-    assert nlsq_curve_fit._acts_pointwise(model, model_key(model), x, np.ones(1))
+    assert pointwise.acts_pointwise_once(model, model_key(model), x, np.ones(1))
 
 
 def test_non_pointwise_model_is_not_padded_and_matches_scipy(pad_calls) -> None:

@@ -19,7 +19,7 @@ import pytest
 import scipy.optimize as so
 
 import nlsq
-from nlsq.api.curve_fit import bucket_size
+from nlsq.program.padding import bucket_size
 
 
 def exp_decay(x, a, b):

@@ -262,7 +262,7 @@ def test_config_file_replaced_mid_run(home_config) -> None:
 def test_out_of_memory_suggests_chunking(monkeypatch) -> None:
     """The runtime's RESOURCE_EXHAUSTED becomes a FitMemoryError naming the remedies,
     with the original error as its cause; the next fit works."""
-    from nlsq.api import program as program_module
+    from nlsq.program import run as program_module
 
     runtime_error = jax.errors.JaxRuntimeError(
         "RESOURCE_EXHAUSTED: Out of memory allocating 8796093022208 bytes."
@@ -275,7 +275,7 @@ def test_out_of_memory_suggests_chunking(monkeypatch) -> None:
 
         return real_run(failing, *args, **kwargs)
 
-    monkeypatch.setattr("nlsq.api.least_squares.run_program", exhausted)
+    monkeypatch.setattr("nlsq.execute.dense.run_program", exhausted)
     with pytest.raises(FitMemoryError) as raised:
         nlsq.curve_fit(decay, X, Y, p0=[1.0, 1.0])
     message = str(raised.value)
@@ -289,7 +289,7 @@ def test_out_of_memory_suggests_chunking(monkeypatch) -> None:
 
 @pytest.mark.timeout(120)
 def test_other_runtime_errors_pass_through(monkeypatch) -> None:
-    from nlsq.api import program as program_module
+    from nlsq.program import run as program_module
 
     runtime_error = jax.errors.JaxRuntimeError("INTERNAL: something else")
     real_run = program_module.run_program
@@ -300,7 +300,7 @@ def test_other_runtime_errors_pass_through(monkeypatch) -> None:
 
         return real_run(failing, *args, **kwargs)
 
-    monkeypatch.setattr("nlsq.api.least_squares.run_program", broken)
+    monkeypatch.setattr("nlsq.execute.dense.run_program", broken)
     with pytest.raises(jax.errors.JaxRuntimeError) as raised:
         nlsq.curve_fit(decay, X, Y, p0=[1.0, 1.0])
     assert raised.value is runtime_error
@@ -308,7 +308,7 @@ def test_other_runtime_errors_pass_through(monkeypatch) -> None:
 
 @pytest.mark.timeout(120)
 def test_out_of_memory_in_a_chunked_fit_suggests_smaller_chunks(monkeypatch) -> None:
-    from nlsq.api import large
+    from nlsq.program import build
 
     runtime_error = jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating.")
 
@@ -319,7 +319,7 @@ def test_out_of_memory_in_a_chunked_fit_suggests_smaller_chunks(monkeypatch) -> 
 
             return failing
 
-    monkeypatch.setattr(large, "programs", Exhausted())
+    monkeypatch.setattr(build, "programs", Exhausted())
     with pytest.raises(FitMemoryError, match="smaller chunk_size") as raised:
         nlsq.curve_fit_large(decay, X, Y, p0=[1.0, 1.0], chunk_size=8)
     assert "NLSQ_MEMORY_BUDGET" in str(raised.value)

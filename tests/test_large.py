@@ -21,8 +21,8 @@ import pytest
 import scipy.optimize
 
 from nlsq import curve_fit, curve_fit_large
-from nlsq.api import large
 from nlsq.api.large import ChunkError
+from nlsq.plan import budget, choose
 from nlsq.solvers.trf import svd_from_gram, svd_of_scaled_jacobian
 
 M = 20_011  # not a multiple of any chunk size used here
@@ -139,9 +139,9 @@ def test_multidimensional_xdata():
 
 def test_automatic_selection(data, reference, monkeypatch, caplog):
     x, y = data
-    assert not large.use_chunked(model, None, _prepared(x, y), None)
+    assert not choose.use_chunked(model, None, _prepared(x, y), None)
     monkeypatch.setenv("NLSQ_MEMORY_BUDGET", "1MiB")
-    assert large.use_chunked(model, None, _prepared(x, y), None)
+    assert choose.use_chunked(model, None, _prepared(x, y), None)
     with caplog.at_level(logging.INFO, logger="nlsq"):
         popt, pcov = curve_fit(model, x, y, p0=P0)
     assert "fitting in chunks" in caplog.text
@@ -149,17 +149,19 @@ def test_automatic_selection(data, reference, monkeypatch, caplog):
 
 
 def _prepared(x, y, **kwargs):
-    from nlsq.api.curve_fit import prepare
+    from nlsq.prepare.arguments import prepare_curve_fit
 
-    return prepare(model, x, y, P0, None, None, (-np.inf, np.inf), None, None, None, kwargs)
+    return prepare_curve_fit(
+        model, x, y, P0, None, None, (-np.inf, np.inf), None, None, None, kwargs
+    )
 
 
 def test_memory_estimate_and_chunk_size():
-    assert large.in_memory_bytes(10**7, 3) > 2**30
-    size = large.default_chunk_size(10**8, 3, 8, 2**29)
-    assert large.MIN_CHUNK <= size <= large.MAX_CHUNK
-    assert large.default_chunk_size(10**8, 3, 8, 2**40) == large.MAX_CHUNK
-    assert large.default_chunk_size(100, 3, 8, 2**29) == 100
+    assert budget.in_memory_bytes(10**7, 3) > 2**30
+    size = budget.default_chunk_size(10**8, 3, 8, 2**29)
+    assert budget.MIN_CHUNK <= size <= budget.MAX_CHUNK
+    assert budget.default_chunk_size(10**8, 3, 8, 2**40) == budget.MAX_CHUNK
+    assert budget.default_chunk_size(100, 3, 8, 2**29) == 100
 
 
 def test_unsupported_chunk_size_options(data):
@@ -252,7 +254,7 @@ def test_sharded_equals_single_device(tmp_path):
         """
         import jax, jax.numpy as jnp, numpy as np
         from nlsq import curve_fit_large
-        from nlsq.api.large import data_mesh
+        from nlsq.plan.placement import data_mesh
 
         def model(x, a, b, c):
             return a * jnp.exp(-b * x) + c

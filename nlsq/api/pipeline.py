@@ -1,0 +1,197 @@
+"""The one path of every fit: prepare, plan, build and run, finish.
+
+The front doors (:mod:`nlsq.api.curve_fit`, :mod:`nlsq.api.large`,
+:mod:`nlsq.api.batch`, :mod:`nlsq.api.fitter`) prepare their arguments and call
+these; each picks the plan (in memory, chunked, streamed, sharded, batched), runs it
+and assembles the result by the same rules.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy.optimize import OptimizeWarning
+
+from nlsq.batch_result import BatchResult
+from nlsq.cache import stats
+from nlsq.execute.batched import BatchProgress, run_batch_chunks
+from nlsq.execute.chunked import fit_chunked
+from nlsq.execute.dense import fit_dense
+from nlsq.finish.assemble import (
+    chunked_fit_data,
+    finish_batch,
+    finish_fit,
+    lm_infodict_factors,
+)
+from nlsq.plan.budget import bytes_per_fit, chunk_length
+from nlsq.plan.choose import use_chunked
+from nlsq.plan.chunked import plan_chunked
+from nlsq.prepare.arguments import PreparedFit, prepare_curve_fit
+from nlsq.prepare.batch import PreparedBatch, batch_solver_spec
+from nlsq.prepare.options import ValidatedOptions
+from nlsq.program.build import batch_program
+from nlsq.program.context import counted_run
+from nlsq.program.sources import ArrayData, IterableData
+from nlsq.result import FitData, FitResult
+
+
+def fit_curve(
+    f: Callable,
+    jac: Callable | str | None,
+    prepared: PreparedFit,
+    *,
+    absolute_sigma: bool,
+    chunk_size: int | None = None,
+    lm_factors: bool = False,
+    fixed_length: int | None = None,
+) -> tuple[FitResult, dict | None]:
+    """One prepared curve fit, in memory or chunked.
+
+    Returns the result and, with ``lm_factors`` (``method='lm'``), ``leastsq``'s
+    factorisation for its ``infodict`` (else None).
+
+    Raises
+    ------
+    RuntimeError
+        If the fit does not converge (scipy's message).
+    """
+    if use_chunked(f, jac, prepared, chunk_size):
+        weights = None if prepared.sigma_kind != "diagonal" else np.asarray(prepared.transform)
+        data = ArrayData(prepared.xdata, prepared.ydata, weights, check_finite=False)
+        return fit_large(f, data, prepared.options, absolute_sigma, chunk_size=chunk_size), None
+    outputs, options = fit_dense(f, jac, prepared, lm_factors, fixed_length)
+    result = finish_fit(
+        outputs,
+        options,
+        prepared.leastsq,
+        absolute_sigma=absolute_sigma,
+        model=f,
+        data=FitData(prepared.xdata, prepared.ydata, prepared.sigma_kind, prepared.transform),
+    )
+    return result, lm_infodict_factors(outputs, options)
+
+
+def curve_fit_call(
+    f: Callable,
+    xdata: Any,
+    ydata: Any,
+    arguments: dict[str, Any],
+    kwargs: dict[str, Any],
+    *,
+    full_output: bool = False,
+    fixed_length: int | None = None,
+) -> tuple[FitResult, dict | None, PreparedFit]:
+    """``curve_fit``'s whole path, shared by :func:`nlsq.curve_fit` and
+    :class:`nlsq.CurveFit`: prepare, then :func:`fit_curve`.
+
+    ``arguments`` holds ``curve_fit``'s named parameters (``p0``, ``sigma``,
+    ``absolute_sigma``, ``check_finite``, ``bounds``, ``method``, ``jac``,
+    ``nan_policy``); ``kwargs`` the rest, including ``chunk_size``.
+    """
+    kwargs = dict(kwargs)
+    chunk_size = kwargs.pop("chunk_size", None)
+    jac = arguments.get("jac")
+    prepared = prepare_curve_fit(
+        f,
+        xdata,
+        ydata,
+        arguments.get("p0"),
+        arguments.get("sigma"),
+        arguments.get("check_finite"),
+        arguments.get("bounds", (-np.inf, np.inf)),
+        arguments.get("method"),
+        jac,
+        arguments.get("nan_policy"),
+        kwargs,
+    )
+    result, factors = fit_curve(
+        f,
+        jac,
+        prepared,
+        absolute_sigma=bool(arguments.get("absolute_sigma", False)),
+        chunk_size=chunk_size,
+        lm_factors=full_output and arguments.get("method") == "lm",
+        fixed_length=fixed_length,
+    )
+    return result, factors, prepared
+
+
+def fit_large(
+    f: Callable,
+    data: ArrayData | IterableData,
+    options: ValidatedOptions,
+    absolute_sigma: bool,
+    *,
+    chunk_size: int | None = None,
+    devices: Any = None,
+    stream: bool | None = None,
+    budget: Any = None,
+) -> FitResult:
+    """A chunked fit of host data (arrays or a chunk source)."""
+    plan = plan_chunked(
+        data, options, chunk_size=chunk_size, devices=devices, stream=stream, budget=budget
+    )
+    outputs = fit_chunked(f, data, options, plan)
+    return finish_fit(
+        outputs,
+        options,
+        None,
+        absolute_sigma=absolute_sigma,
+        model=f,
+        data=chunked_fit_data(data, plan.m_total),
+    )
+
+
+def fit_batch(
+    f: Callable,
+    jac: Callable | str | None,
+    batch: PreparedBatch,
+    *,
+    absolute_sigma: bool,
+    fits_per_chunk: int | None,
+    budget: Any,
+    progress: bool | Callable | None,
+) -> BatchResult:
+    """A prepared batch: chunks of fits through one vmapped program."""
+    real = batch.options.dtype
+    length = chunk_length(
+        batch.run.size,
+        bytes_per_fit(batch.data.size, batch.n, np.dtype(real).itemsize, batch.own_values),
+        fits_per_chunk,
+        budget,
+    )
+    chunks = -(-batch.run.size // length) if batch.run.size else 0
+    reporter = BatchProgress(batch.run.size, chunks, progress)
+    try:
+        with counted_run() as call:
+            program = None
+            if batch.run.size:
+                col_deriv = batch.leastsq is not None and batch.leastsq.col_deriv
+                program = batch_program(
+                    f, jac, col_deriv, batch.data.sigma_kind, batch_solver_spec(batch), batch.layout
+                )
+            summary, pcov = run_batch_chunks(
+                program,
+                batch.device_inputs(),
+                batch.layout,
+                batch.options,
+                batch.run,
+                length,
+                reporter,
+            )
+    finally:
+        reporter.close()
+    return finish_batch(summary, pcov, batch, absolute_sigma, stats.summary(call), chunks)
+
+
+def warn_if_no_covariance(result: FitResult, stacklevel: int = 3) -> None:
+    """scipy's ``OptimizeWarning`` when the covariance could not be estimated."""
+    if result.covariance_warning:
+        warnings.warn(
+            "Covariance of the parameters could not be estimated",
+            category=OptimizeWarning,
+            stacklevel=stacklevel,
+        )

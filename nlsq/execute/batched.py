@@ -1,0 +1,127 @@
+"""Running a batch: chunks of fits through one vmapped program, progress after each."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from nlsq.prepare.options import ValidatedOptions
+from nlsq.program.context import device_scope
+from nlsq.program.run import SCALAR_FIELDS
+from nlsq.program.spec import BatchLayout
+
+logger = logging.getLogger("nlsq")
+
+#: What to do when a batch runs out of memory.
+BATCH_ADVICE = (
+    "A batch holds every fit of a chunk at once. Use fewer fits per compiled call "
+    "(fits_per_chunk=...) or a lower memory budget (memory_budget=..., setting "
+    "large.memory_budget, environment variable NLSQ_MEMORY_BUDGET)."
+)
+
+
+class BatchProgress:
+    """Reports finished fits to the logger, a callback and (optionally) tqdm."""
+
+    def __init__(self, total: int, chunks: int, progress: bool | Callable | None) -> None:
+        self.total, self.chunks = total, chunks
+        self.callback = progress if callable(progress) else None
+        self.bar = None
+        self.start = time.perf_counter()
+        if progress is True:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                logger.debug("tqdm is not installed; progress goes to the 'nlsq' logger only")
+            else:
+                self.bar = tqdm(total=total, unit="fit", desc="curve_fit_batch")
+
+    def update(self, done: int, chunk: int, newly: int) -> None:
+        level = logging.INFO if self.chunks > 1 else logging.DEBUG
+        logger.log(
+            level,
+            "curve_fit_batch: %d/%d fits done (chunk %d/%d, %.2f s)",
+            done,
+            self.total,
+            chunk,
+            self.chunks,
+            time.perf_counter() - self.start,
+        )
+        if self.bar is not None:
+            self.bar.update(newly)
+        if self.callback is not None:
+            self.callback(done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _take(array: np.ndarray | None, per_fit: bool, index: np.ndarray) -> np.ndarray | None:
+    return array[index] if (per_fit and array is not None) else array
+
+
+def run_batch_chunks(
+    program: Callable,
+    arrays: dict[str, Any],
+    layout: BatchLayout,
+    options: ValidatedOptions,
+    run: np.ndarray,
+    length: int,
+    progress: BatchProgress,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run the fits ``run`` (indices) in chunks of ``length``; summaries and pcov.
+
+    The last chunk is filled up with copies of its first fit, so that every call has
+    the compiled shape; the copies' results are dropped.
+    """
+    real = options.dtype
+    inputs = options.inputs
+    scalars = inputs.controls(real)
+    summaries, covariances = [], []
+    pending: list = []
+
+    def dispatch(index: np.ndarray) -> Any:
+        data = (
+            _take(arrays["xdata"], layout.x_per_fit, index),
+            arrays["ydata"][index],
+            _take(arrays["transform"], layout.sigma_per_fit, index),
+        )
+        lb = _take(arrays["lb"], layout.bounds_per_fit, index)
+        ub = _take(arrays["ub"], layout.bounds_per_fit, index)
+        residuals = arrays["n_residuals"][index] if layout.padded else None
+        summary, _, _, pcov = program(arrays["x0"][index], lb, ub, data, *scalars, residuals)
+        return summary, pcov
+
+    def collect() -> None:
+        count, outputs = pending.pop(0)
+        with device_scope(BATCH_ADVICE):
+            summary, pcov = jax.device_get(outputs)
+        summaries.append(np.asarray(summary)[:count])
+        covariances.append(np.asarray(pcov)[:count])
+        done = sum(len(s) for s in summaries)
+        progress.update(done, len(summaries), count)
+
+    starts = range(0, run.size, length)
+    for start in starts:
+        index = run[start : start + length]
+        count = index.size
+        if count < length:
+            index = np.concatenate([index, np.full(length - count, index[0])])
+        with device_scope(BATCH_ADVICE):
+            outputs = dispatch(index)
+        pending.append((count, outputs))
+        # One chunk in flight while the previous one's results come back.
+        if len(pending) > 1:
+            collect()
+    while pending:
+        collect()
+    n = inputs.x0.size
+    if not summaries:
+        return np.zeros((0, 3 * n + len(SCALAR_FIELDS))), np.zeros((0, n, n))
+    return np.concatenate(summaries), np.concatenate(covariances)

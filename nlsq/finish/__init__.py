@@ -1,0 +1,1 @@
+"""Finish: one status table, one covariance rule, one result assembly."""

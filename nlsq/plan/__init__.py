@@ -1,0 +1,1 @@
+"""Plan: in memory, chunked, streamed, sharded or batched; one memory budget."""

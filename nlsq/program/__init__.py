@@ -1,0 +1,1 @@
+"""Build: the compiled programs, their specs, cache keys, padding and host callbacks."""

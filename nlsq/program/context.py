@@ -1,0 +1,43 @@
+"""The one execution context of every call into a compiled program."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import jax
+
+from nlsq.cache import CallStats, disk_cache_threshold, ensure_disk_cache, track_compiles
+from nlsq.errors import out_of_memory_advice, plain_input_errors
+
+
+@contextlib.contextmanager
+def device_scope(advice: str) -> Iterator[None]:
+    """Around each dispatch into a compiled program and each fetch of its results.
+
+    64-bit mode (thread-local, so nlsq's own calls only), trace-time input errors as
+    scipy's plain exceptions, out-of-memory errors as :class:`nlsq.FitMemoryError`
+    with ``advice``, and the disk cache's compile-time threshold.
+    """
+    with (
+        jax.enable_x64(True),
+        plain_input_errors(),
+        out_of_memory_advice(advice),
+        disk_cache_threshold(),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def counted_run() -> Iterator[CallStats]:
+    """One fit (or batch): the persistent cache set up, its compiles counted."""
+    ensure_disk_cache()
+    with track_compiles() as call:
+        yield call
+
+
+@contextlib.contextmanager
+def program_run(advice: str) -> Iterator[CallStats]:
+    """:func:`counted_run` and :func:`device_scope` together, for a single call."""
+    with counted_run() as call, device_scope(advice):
+        yield call

@@ -1,0 +1,107 @@
+"""Calling a compiled program once and fetching its small results to NumPy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nlsq.cache import stats
+from nlsq.program.context import program_run
+from nlsq.program.spec import SolverInputs
+from nlsq.solvers.trf import TRFResult
+
+#: What to do when the in-memory fit runs out of memory (the m x n Jacobian and its
+#: working copies are the large part).
+IN_MEMORY_ADVICE = (
+    "The in-memory fit holds the full Jacobian (points x parameters) several times. "
+    "Fit in chunks instead, with the same answer in O(chunk_size x parameters) memory: "
+    "nlsq.curve_fit_large(f, xdata, ydata, ...) or nlsq.curve_fit(..., chunk_size=N); "
+    "or lower the memory budget (setting large.memory_budget, environment variable "
+    "NLSQ_MEMORY_BUDGET), above which curve_fit chunks large fits by itself."
+)
+
+
+SCALAR_FIELDS = ("cost", "optimality", "initial_cost", "nfev", "njev", "status")
+
+
+def pack_summary(raw: TRFResult) -> jax.Array:
+    """All small outputs in one vector: fetching each array costs a host round trip."""
+    dtype = raw.x.dtype
+    scalars = jnp.stack([getattr(raw, name).astype(dtype) for name in SCALAR_FIELDS])
+    return jnp.concatenate([raw.x, raw.grad, raw.active_mask.astype(dtype), scalars])
+
+
+class DeviceRows:
+    """A result array left on the device until asked for, cut to the real rows.
+
+    Copying the residuals and the Jacobian to the host costs more than the fit for
+    large data, and ``curve_fit`` usually needs neither.
+    """
+
+    def __init__(self, array: jax.Array, rows: int | None) -> None:
+        self._array = array
+        self._rows = array.shape[0] if rows is None else rows
+        self._host: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def numpy(self) -> np.ndarray:
+        """The rows as a float64 NumPy array (fetched once)."""
+        if self._host is None:
+            self._host = np.asarray(self._array, dtype=float)[: self._rows]
+        return self._host
+
+
+def unpack_summary(summary: np.ndarray, fun: DeviceRows, jac: DeviceRows, n: int) -> TRFResult:
+    x, grad, active_mask, scalars = np.split(summary, [n, 2 * n, 3 * n])
+    values = dict(zip(SCALAR_FIELDS, scalars, strict=True))
+    for name in ("nfev", "njev", "status"):
+        values[name] = int(values[name])
+    return TRFResult(
+        x=x, grad=grad, active_mask=active_mask.astype(int), fun=fun, jac=jac, **values
+    )
+
+
+def run_program(
+    program: Callable,
+    inputs: SolverInputs,
+    data: Any,
+    dtype: np.dtype,
+    n_residuals: int | None = None,
+) -> tuple[TRFResult, np.ndarray | None, dict[str, Any]]:
+    """Call the compiled program once and fetch its small results to NumPy.
+
+    64-bit mode is switched on for this call only; compilations it causes are
+    counted, and may be loaded from or stored in the persistent cache.
+
+    Returns
+    -------
+    raw : TRFResult
+        ``fun`` and ``jac`` are :class:`DeviceRows` (fetched on demand, cut back to
+        the real residuals); the other fields are NumPy values.
+    pcov : ndarray or None
+        Unscaled covariance, when the program computes it.
+    cache_stats : dict
+        This call's compile figures and the process totals.
+    """
+    real = np.dtype(dtype)
+    with program_run(IN_MEMORY_ADVICE) as call:
+        outputs = program(
+            inputs.x0.astype(real),
+            inputs.lb.astype(real),
+            inputs.ub.astype(real),
+            data,
+            *inputs.controls(real),
+            None if n_residuals is None else np.asarray(n_residuals, np.int64),
+        )
+        summary, fun, jac, pcov = outputs
+        summary, pcov = jax.device_get((summary, pcov))
+    raw = unpack_summary(
+        summary, DeviceRows(fun, n_residuals), DeviceRows(jac, n_residuals), inputs.x0.size
+    )
+    return raw, pcov, stats.summary(call)

@@ -1,0 +1,107 @@
+"""What a compiled program is made of: its static specs (the cache key) and dynamic inputs.
+
+Everything that changes the traced program goes into a spec and so into the cache key;
+everything else (data, starting point, bounds, tolerances, scales, evaluation budget)
+is an argument of the jitted program, so new values never trigger a compile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nlsq.loss import LossFunction
+
+
+@dataclass(frozen=True)
+class SolverSpec:
+    """Static configuration of a compiled program (part of the cache key)."""
+
+    method: str
+    bounded: bool
+    loss: str | LossFunction
+    jac_scale: bool
+    jacobian_mode: str
+    verbose: int
+    with_covariance: bool
+    dtype: str
+    #: A user callback runs after each iteration; ``data`` is then ``(data, token)``
+    #: with the token of :func:`nlsq.api.callback.callback_fit`.
+    callback: bool = False
+    #: Function evaluations one Jacobian costs (counted in nfev by MINPACK's lmdif).
+    jac_nfev: int = 0
+    #: Finite differences instead of ``jacobian``/autodiff: '2-point', '3-point',
+    #: 'cs' (scipy's schemes, relative step ``diff_step``) or 'minpack' (MINPACK's
+    #: forward difference, ``diff_step`` is ``epsfcn``).
+    jac_scheme: str | None = None
+    diff_step: float | tuple[float, ...] | None = None
+    #: 'lm' with covariance: also return MINPACK's ``(fjac, ipvt, qtf)`` with it
+    #: (``curve_fit(method='lm', full_output=True)``).
+    lm_factors: bool = False
+
+
+@dataclass(frozen=True)
+class SolverInputs:
+    """Dynamic inputs of a compiled program (never part of the cache key)."""
+
+    x0: np.ndarray
+    lb: np.ndarray
+    ub: np.ndarray
+    ftol: float
+    xtol: float
+    gtol: float
+    max_nfev: int
+    x_scale: np.ndarray
+    f_scale: float
+
+    def controls(self, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+        """``(ftol, xtol, gtol, max_nfev, x_scale, f_scale)`` as the program takes them:
+        arrays in the working ``dtype`` (``max_nfev`` int64)."""
+        return (
+            np.asarray(self.ftol, dtype),
+            np.asarray(self.xtol, dtype),
+            np.asarray(self.gtol, dtype),
+            np.asarray(self.max_nfev, np.int64),
+            self.x_scale.astype(dtype),
+            np.asarray(self.f_scale, dtype),
+        )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """``n_blocks`` blocks of ``n_chunks`` chunks of ``chunk_size`` points."""
+
+    n_blocks: int
+    n_chunks: int
+    chunk_size: int
+
+
+@dataclass(frozen=True)
+class LargeSpec:
+    """Static configuration of a chunked program (part of its cache key)."""
+
+    bounded: bool
+    loss: str | LossFunction
+    jac_scale: bool
+    dtype: str
+    streamed: bool
+    has_sigma: bool
+    lead: tuple
+    layout: Layout
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """Which program inputs carry a batch axis (part of the cache key)."""
+
+    x_per_fit: bool
+    sigma_per_fit: bool
+    bounds_per_fit: bool
+    padded: bool
+
+    def in_axes(self) -> tuple:
+        data_axes = (0 if self.x_per_fit else None, 0, 0 if self.sigma_per_fit else None)
+        bounds = 0 if self.bounds_per_fit else None
+        residuals = 0 if self.padded else None
+        return (0, bounds, bounds, data_axes, None, None, None, None, None, None, residuals)
