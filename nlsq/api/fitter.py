@@ -61,8 +61,8 @@ class CurveFit:
     ----------
     f : callable, optional
         Model ``f(x, p1, ..., pn)`` written with ``jax.numpy``, for :meth:`fit` and
-        :meth:`fit_batch`. (A number here is taken as ``flength``, as the published
-        nlsq's ``CurveFit(flength)``.)
+        :meth:`fit_batch`. A number here is taken as ``flength``, as in the published
+        nlsq's ``CurveFit(flength)``.
     flength : int, optional
         Fixed padded length (the published nlsq's): data of up to ``flength`` points
         are padded to exactly ``flength``, so that every such dataset runs one
