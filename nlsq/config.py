@@ -23,6 +23,7 @@ Example file::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -159,12 +160,19 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
+@functools.lru_cache(maxsize=8)
+def _default_location(home: str | None) -> str:
+    """``~/.nlsq/config.json`` for the home directory ``$HOME`` (None: unset)."""
+    return os.path.join(os.path.expanduser("~"), ".nlsq", "config.json")
+
+
 def _config_location() -> str:
-    # Strings, not Path objects: this runs on every fit.
+    # Strings, not Path objects, and the default path cached by $HOME: this runs
+    # several times on every fit.
     override = os.environ.get(CONFIG_PATH_ENV)
     if override:
         return os.path.expanduser(override)
-    return os.path.join(os.path.expanduser("~"), ".nlsq", "config.json")
+    return _default_location(os.environ.get("HOME"))
 
 
 def config_path() -> Path:

@@ -91,18 +91,20 @@ def curve_fit(
     OptimizeWarning
         (warning) If the covariance cannot be estimated.
     """
-    arguments = {
-        "p0": p0,
-        "sigma": sigma,
-        "absolute_sigma": absolute_sigma,
-        "check_finite": check_finite,
-        "bounds": bounds,
-        "method": method,
-        "jac": jac,
-        "nan_policy": nan_policy,
-    }
     result, factors, prepared = curve_fit_call(
-        f, xdata, ydata, arguments, kwargs, full_output=full_output
+        f,
+        xdata,
+        ydata,
+        kwargs,
+        p0=p0,
+        sigma=sigma,
+        absolute_sigma=absolute_sigma,
+        check_finite=check_finite,
+        bounds=bounds,
+        method=method,
+        jac=jac,
+        nan_policy=nan_policy,
+        full_output=full_output,
     )
     warn_if_no_covariance(result)
     if full_output:

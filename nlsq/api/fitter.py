@@ -144,8 +144,8 @@ class CurveFit:
             f,
             xdata,
             ydata,
-            arguments,
             options,
+            **arguments,
             full_output=full_output,
             fixed_length=self._fixed_length(),
         )

@@ -78,42 +78,36 @@ def curve_fit_call(
     f: Callable,
     xdata: Any,
     ydata: Any,
-    arguments: dict[str, Any],
     kwargs: dict[str, Any],
     *,
+    p0: Any = None,
+    sigma: Any = None,
+    absolute_sigma: bool = False,
+    check_finite: bool | None = None,
+    bounds: Any = (-np.inf, np.inf),
+    method: str | None = None,
+    jac: Callable | str | None = None,
+    nan_policy: str | None = None,
     full_output: bool = False,
     fixed_length: int | None = None,
 ) -> tuple[FitResult, dict | None, PreparedFit]:
     """``curve_fit``'s whole path, shared by :func:`nlsq.curve_fit` and
     :class:`nlsq.CurveFit`: prepare, then :func:`fit_curve`.
 
-    ``arguments`` holds ``curve_fit``'s named parameters (``p0``, ``sigma``,
-    ``absolute_sigma``, ``check_finite``, ``bounds``, ``method``, ``jac``,
-    ``nan_policy``); ``kwargs`` the rest, including ``chunk_size``.
+    The named parameters are ``curve_fit``'s; ``kwargs`` holds the rest, including
+    ``chunk_size``.
     """
-    kwargs = dict(kwargs)
-    chunk_size = kwargs.pop("chunk_size", None)
-    jac = arguments.get("jac")
+    chunk_size = kwargs.pop("chunk_size", None) if "chunk_size" in kwargs else None
     prepared = prepare_curve_fit(
-        f,
-        xdata,
-        ydata,
-        arguments.get("p0"),
-        arguments.get("sigma"),
-        arguments.get("check_finite"),
-        arguments.get("bounds", (-np.inf, np.inf)),
-        arguments.get("method"),
-        jac,
-        arguments.get("nan_policy"),
-        kwargs,
+        f, xdata, ydata, p0, sigma, check_finite, bounds, method, jac, nan_policy, kwargs
     )
     result, factors = fit_curve(
         f,
         jac,
         prepared,
-        absolute_sigma=bool(arguments.get("absolute_sigma", False)),
+        absolute_sigma=bool(absolute_sigma),
         chunk_size=chunk_size,
-        lm_factors=full_output and arguments.get("method") == "lm",
+        lm_factors=full_output and method == "lm",
         fixed_length=fixed_length,
     )
     return result, factors, prepared

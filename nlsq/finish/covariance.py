@@ -35,9 +35,10 @@ def scale_covariances(
     if not absolute_sigma:
         dof = counts - n
         failed |= dof <= 0
-        factor = np.where(dof > 0, 2 * cost / np.where(dof > 0, dof, 1), 1.0)
-        pcov *= factor[:, None, None]
-    pcov[failed] = np.inf
+        # Fits without degrees of freedom are all inf below, whatever this gives them.
+        pcov *= (2 * cost / np.maximum(dof, 1))[:, None, None]
+    if failed.any():
+        pcov[failed] = np.inf
     return pcov, failed
 
 
@@ -47,7 +48,7 @@ def scale_covariance(
     """:func:`scale_covariances` of one fit."""
     scaled, failed = scale_covariances(
         np.asarray(pcov, dtype=float)[None],
-        np.asarray([cost], dtype=float),
+        np.asarray([cost]),
         np.asarray([count]),
         n,
         absolute_sigma,

@@ -50,14 +50,15 @@ def use_chunked(f: Callable, jac: Any, prepared: PreparedFit, chunk_size: int | 
         If ``chunk_size`` is given for a problem the chunked solver cannot fit.
     """
     chunk_size = checked_chunk_size(chunk_size)
-    reason = chunked_fit_reason(f, jac, prepared, chunk_size)
     m, n = prepared.ydata.size, prepared.n_params
     itemsize = np.dtype(prepared.options.dtype).itemsize
-    if chunk_size is None:
-        estimate = in_memory_bytes(m, n, itemsize)
-        if estimate <= memory_budget_of() or reason is not None:
-            return False
-    elif reason is not None:
+    # The common case first: a fit that fits the budget (this runs on every call).
+    if chunk_size is None and in_memory_bytes(m, n, itemsize) <= memory_budget_of():
+        return False
+    reason = chunked_fit_reason(f, jac, prepared, chunk_size)
+    if chunk_size is None and reason is not None:
+        return False
+    if reason is not None:
         raise ValueError(
             f"chunk_size: the chunked solver supports {reason}; remove chunk_size to fit in memory."
         )

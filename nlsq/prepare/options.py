@@ -286,10 +286,6 @@ def leastsq_options(p0: np.ndarray, kwargs: dict) -> tuple[ValidatedOptions, Lea
 LEASTSQ_KEYWORDS = ("col_deriv", "ftol", "xtol", "gtol", "maxfev", "epsfcn", "factor", "diag")
 
 
-#: ``least_squares`` keywords that only the in-memory solver takes.
-IN_MEMORY_KEYWORDS = ("tr_solver", "jac_sparsity", "diff_step")
-
-
 def keyword_options(
     p0: np.ndarray,
     *,
@@ -314,9 +310,9 @@ def keyword_options(
     kwargs = dict(kwargs)
     if "max_nfev" not in kwargs:
         kwargs["max_nfev"] = kwargs.pop("maxfev", None)
-    extra = {}
-    if in_memory:
-        extra = {name: kwargs.pop(name, None) for name in IN_MEMORY_KEYWORDS}
+    tr_solver = kwargs.pop("tr_solver", None) if in_memory else None
+    jac_sparsity = kwargs.pop("jac_sparsity", None) if in_memory else None
+    diff_step = kwargs.pop("diff_step", None) if in_memory else None
     options = validate_options(
         p0,
         jac=jac,
@@ -328,14 +324,14 @@ def keyword_options(
         x_scale=kwargs.pop("x_scale", None),
         loss=kwargs.pop("loss", "linear"),
         f_scale=kwargs.pop("f_scale", 1.0),
-        tr_solver=extra.get("tr_solver"),
-        jac_sparsity=extra.get("jac_sparsity"),
+        tr_solver=tr_solver,
+        jac_sparsity=jac_sparsity,
         max_nfev=kwargs.pop("max_nfev"),
         verbose=kwargs.pop("verbose", 0),
         callback=kwargs.pop("callback", None),
         dtype=kwargs.pop("dtype", None),
         jacobian_mode=kwargs.pop("jacobian_mode", None),
-        diff_step=extra.get("diff_step"),
+        diff_step=diff_step,
     )
     if in_memory:
         for ignored in ("tr_options", "workers"):

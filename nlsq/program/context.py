@@ -11,20 +11,24 @@ from nlsq.cache import CallStats, disk_cache_threshold, ensure_disk_cache, track
 from nlsq.errors import out_of_memory_advice, plain_input_errors
 
 
-@contextlib.contextmanager
-def device_scope(advice: str) -> Iterator[None]:
-    """Around each dispatch into a compiled program and each fetch of its results.
-
-    64-bit mode (thread-local, so nlsq's own calls only), trace-time input errors as
-    scipy's plain exceptions, out-of-memory errors as :class:`nlsq.FitMemoryError`
-    with ``advice``, and the disk cache's compile-time threshold.
-    """
-    with (
+def _device_contexts(advice: str) -> tuple:
+    """64-bit mode (thread-local, so nlsq's own calls only), trace-time input errors as
+    scipy's plain exceptions, out-of-memory errors as :class:`nlsq.FitMemoryError` with
+    ``advice``, and the disk cache's compile-time threshold."""
+    return (
         jax.enable_x64(True),
         plain_input_errors(),
         out_of_memory_advice(advice),
         disk_cache_threshold(),
-    ):
+    )
+
+
+@contextlib.contextmanager
+def device_scope(advice: str) -> Iterator[None]:
+    """Around each dispatch into a compiled program and each fetch of its results
+    (see :func:`_device_contexts`)."""
+    x64, plain_errors, memory_advice, disk_threshold = _device_contexts(advice)
+    with x64, plain_errors, memory_advice, disk_threshold:
         yield
 
 
@@ -38,6 +42,9 @@ def counted_run() -> Iterator[CallStats]:
 
 @contextlib.contextmanager
 def program_run(advice: str) -> Iterator[CallStats]:
-    """:func:`counted_run` and :func:`device_scope` together, for a single call."""
-    with counted_run() as call, device_scope(advice):
+    """:func:`counted_run` and :func:`device_scope` together, for a single call (one
+    level of context managers: this runs on every fit)."""
+    ensure_disk_cache()
+    x64, plain_errors, memory_advice, disk_threshold = _device_contexts(advice)
+    with x64, plain_errors, memory_advice, disk_threshold, track_compiles() as call:
         yield call
