@@ -7,8 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from nlsq.api.pipeline import curve_fit_call, warn_if_no_covariance
-from nlsq.finish.assemble import curve_fit_return
+from nlsq.api.pipeline import curve_fit_call, curve_fit_outputs
 
 
 def curve_fit(
@@ -91,7 +90,7 @@ def curve_fit(
     OptimizeWarning
         (warning) If the covariance cannot be estimated.
     """
-    result, factors, prepared = curve_fit_call(
+    fitted = curve_fit_call(
         f,
         xdata,
         ydata,
@@ -106,7 +105,4 @@ def curve_fit(
         nan_policy=nan_policy,
         full_output=full_output,
     )
-    warn_if_no_covariance(result)
-    if full_output:
-        return curve_fit_return(result, factors, prepared.options, prepared.leastsq)
-    return result.popt, result.pcov
+    return curve_fit_outputs(*fitted, full_output)

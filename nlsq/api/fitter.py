@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 
 from nlsq.api.batch import curve_fit_batch
-from nlsq.api.pipeline import curve_fit_call, warn_if_no_covariance
+from nlsq.api.pipeline import curve_fit_call, curve_fit_outputs, warn_if_no_covariance
 from nlsq.batch_result import BatchResult
-from nlsq.finish.assemble import curve_fit_return
 from nlsq.result import FitResult
 
 #: ``curve_fit``'s named parameters, which a fitter's options may preset.
@@ -226,11 +225,7 @@ class CurveFit:
             jac=jac,
             nan_policy=nan_policy,
         )
-        result, factors, prepared = self._fit(f, xdata, ydata, options, full_output)
-        warn_if_no_covariance(result)
-        if full_output:
-            return curve_fit_return(result, factors, prepared.options, prepared.leastsq)
-        return result.popt, result.pcov
+        return curve_fit_outputs(*self._fit(f, xdata, ydata, options, full_output), full_output)
 
     def fit_batch(
         self,

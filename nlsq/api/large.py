@@ -15,12 +15,11 @@ import numpy as np
 
 from nlsq.api.pipeline import fit_large
 from nlsq.errors import ChunkError
-from nlsq.host import runs_on_host
 from nlsq.identity import model_key
 from nlsq.pointwise import acts_pointwise
 from nlsq.prepare.arguments import initial_guess
 from nlsq.prepare.options import keyword_options
-from nlsq.program.model import traced_model
+from nlsq.program.model import model_runs_on_host
 from nlsq.program.sources import ArrayData, IterableData
 from nlsq.result import FitResult
 
@@ -153,8 +152,7 @@ def _check_model(f: Callable, xdata: np.ndarray, p0: np.ndarray) -> None:
     ValueError
         For a model whose value at a point depends on other points.
     """
-    key = model_key(f)
-    if runs_on_host(traced_model(f), ("curve_fit", key) if key else None, p0, xdata):
+    if model_runs_on_host(f, model_key(f), p0, xdata):
         raise TypeError(
             "curve_fit_large needs a model written with jax.numpy (this one runs only on "
             "the host, with NumPy); fit NumPy models with nlsq.curve_fit."

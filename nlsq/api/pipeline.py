@@ -22,6 +22,7 @@ from nlsq.execute.chunked import fit_chunked
 from nlsq.execute.dense import fit_dense
 from nlsq.finish.assemble import (
     chunked_fit_data,
+    curve_fit_return,
     finish_batch,
     finish_fit,
     lm_infodict_factors,
@@ -179,6 +180,18 @@ def fit_batch(
     finally:
         reporter.close()
     return finish_batch(summary, pcov, batch, absolute_sigma, stats.summary(call), chunks)
+
+
+def curve_fit_outputs(
+    result: FitResult, factors: dict | None, prepared: PreparedFit, full_output: bool
+) -> tuple:
+    """What ``curve_fit`` returns for a finished fit (``popt, pcov``, and ``infodict,
+    mesg, ier`` with ``full_output``), after scipy's covariance warning, which points
+    at the caller of ``curve_fit`` (or ``CurveFit.curve_fit``)."""
+    warn_if_no_covariance(result, stacklevel=4)
+    if full_output:
+        return curve_fit_return(result, factors, prepared.options, prepared.leastsq)
+    return result.popt, result.pcov
 
 
 def warn_if_no_covariance(result: FitResult, stacklevel: int = 3) -> None:

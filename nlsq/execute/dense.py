@@ -20,7 +20,13 @@ from nlsq.prepare.arguments import PreparedFit, finite_difference_options, split
 from nlsq.prepare.options import ValidatedOptions
 from nlsq.program.build import build_program, cached_program
 from nlsq.program.callback import callback_fit
-from nlsq.program.model import model_jacobian, model_residual, traced_jacobian, traced_model
+from nlsq.program.model import (
+    model_jacobian,
+    model_residual,
+    model_runs_on_host,
+    traced_jacobian,
+    traced_model,
+)
 from nlsq.program.padding import bucket_size, pad_to_bucket
 from nlsq.program.run import run_program
 from nlsq.program.spec import SolverSpec
@@ -130,9 +136,7 @@ def fit_dense(
     jac_key = model_key(jac) if callable(jac) else jac
     identified = key is not None and (not callable(jac) or jac_key is not None)
     probe: dict = {}
-    model_on_host = runs_on_host(
-        traced_model(f), ("curve_fit", key) if identified else None, x0, xdata, probe=probe
-    )
+    model_on_host = model_runs_on_host(f, key if identified else None, x0, xdata, probe=probe)
     jac_probe: dict = {}
     jac_on_host = jac_at is not None and runs_on_host(
         jac_at, ("curve_fit jac", key, jac_key) if identified else None, x0, xdata, probe=jac_probe

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from nlsq.host import runs_on_host
 from nlsq.identity import model_key
 from nlsq.plan.budget import checked_chunk_size, in_memory_bytes, memory_budget_of
 from nlsq.pointwise import acts_pointwise
 from nlsq.prepare.arguments import PreparedFit
-from nlsq.program.model import traced_model
+from nlsq.program.model import model_runs_on_host
 
 logger = logging.getLogger("nlsq")
 
@@ -34,8 +33,7 @@ def chunked_fit_reason(
         return "xdata as an array with the data axis last"
     if options.verbose == 2:
         return "verbose < 2"
-    key = model_key(f)
-    if runs_on_host(traced_model(f), ("curve_fit", key) if key else None, options.inputs.x0, xdata):
+    if model_runs_on_host(f, model_key(f), options.inputs.x0, xdata):
         return "a model written with jax.numpy"
     return None
 

@@ -29,7 +29,7 @@ from nlsq.prepare.batch_data import (
     per_point,
 )
 from nlsq.prepare.options import ValidatedOptions
-from nlsq.program.model import traced_jacobian, traced_model
+from nlsq.program.model import model_runs_on_host, traced_jacobian
 from nlsq.program.padding import pad_batch_tail, padded_length
 from nlsq.program.spec import BatchLayout, SolverSpec
 
@@ -167,7 +167,7 @@ def _batch_options(
 
 def _check_traceable(f: Callable, jac: Any, key: Any, x0: np.ndarray, xdata: np.ndarray) -> None:
     """Refuse NumPy models: a batch vmaps the model, so it must trace with JAX."""
-    if runs_on_host(traced_model(f), ("curve_fit", key) if key else None, x0, xdata):
+    if model_runs_on_host(f, key, x0, xdata):
         raise TypeError(
             "curve_fit_batch needs a model written with jax.numpy (this one runs only "
             "on the host); fit NumPy models one at a time with curve_fit."

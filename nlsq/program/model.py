@@ -16,7 +16,7 @@ import jax.scipy.linalg as jsl
 import numpy as np
 
 from nlsq.errors import TraceTimeInputError
-from nlsq.host import UNTRACKED, host_callable
+from nlsq.host import UNTRACKED, host_callable, runs_on_host
 from nlsq.loss import LossFunction
 
 
@@ -62,6 +62,18 @@ def model_jacobian(jac_at: Callable, kind: str) -> Callable:
 
 def traced_model(f: Callable) -> Callable:
     return lambda p, xdata: f(xdata, *p)
+
+
+def model_runs_on_host(
+    f: Callable, key: str | None, p0: np.ndarray, xdata: Any, probe: dict | None = None
+) -> bool:
+    """Whether the curve model ``f(x, *p)`` must run on the host (NumPy code), decided
+    once per model identity ``key`` (None: decided again on every call).
+
+    See :func:`nlsq.host.runs_on_host` for ``probe``.
+    """
+    verdict_key = None if key is None else ("curve_fit", key)
+    return runs_on_host(traced_model(f), verdict_key, p0, xdata, probe=probe)
 
 
 def traced_jacobian(jac: Callable, col_deriv: bool) -> Callable:
