@@ -9,7 +9,6 @@ here (cond(J) < 30) is far below the 1e-9 used.
 
 from __future__ import annotations
 
-import signal
 import warnings
 
 import jax
@@ -296,39 +295,6 @@ def test_published_constructor_arguments() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         CurveFit(flength=64.0)
-
-
-# --- Ctrl-C ------------------------------------------------------------------------------
-
-
-def _interrupting_callback(calls: list):
-    def callback(intermediate_result):
-        calls.append(int(intermediate_result.nfev))
-        if len(calls) == 1:
-            signal.raise_signal(signal.SIGINT)
-
-    return callback
-
-
-@pytest.mark.parametrize("kind", ["chunked", "in memory"])
-def test_ctrl_c_stops_a_fit_with_host_hooks_at_its_next_iteration(kind: str) -> None:
-    """Ctrl-C during a fit's host callback stops the solver there and is raised as
-    ``KeyboardInterrupt`` when the fit returns. Without the interrupt the fit takes
-    more iterations than the two it is allowed."""
-    x, y = _data(3000)
-    options = {"p0": [6.0, 3.0], "chunk_size": 1024} if kind == "chunked" else {"p0": [6.0, 3.0]}
-    uninterrupted: list = []
-    nlsq.curve_fit(
-        decay, x, y, callback=lambda intermediate_result: uninterrupted.append(1), **options
-    )
-    assert len(uninterrupted) > 3
-    calls: list = []
-    with pytest.raises(KeyboardInterrupt):
-        nlsq.curve_fit(decay, x, y, callback=_interrupting_callback(calls), **options)
-    assert len(calls) <= 2
-    # The next fit runs as usual.
-    popt, _ = nlsq.curve_fit(decay, x, y, **options)
-    assert np.isfinite(popt).all()
 
 
 # --- found by the golden recording ----------------------------------------------------------
