@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import platformdirs
 
 from nlsq import config
 
@@ -255,6 +254,8 @@ _disk_state: dict[str, Any] = {"configured": False, "dir": None}
 
 def default_disk_cache_dir() -> Path:
     """``<user cache dir>/nlsq/jax-compilation-cache`` (platformdirs)."""
+    import platformdirs
+
     return Path(platformdirs.user_cache_dir("nlsq")) / "jax-compilation-cache"
 
 

@@ -13,12 +13,15 @@ checks this once per model, outside the compiled fit:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
-import jax.extend.core as jex_core
 import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    # jax.extend takes ~15 ms to import; only the jaxpr checks need it.
+    from jax.extend.core import Jaxpr
 
 PROBE_LENGTH = 32
 
@@ -34,15 +37,17 @@ _ELEMENTWISE = frozenset(
 _CALLS = frozenset({"pjit", "jit", "closed_call", "custom_jvp_call", "custom_vjp_call", "remat"})
 
 
-def _elementwise_in(jaxpr: jex_core.Jaxpr, data_inputs: list[bool]) -> bool:
+def _elementwise_in(jaxpr: Jaxpr, data_inputs: list[bool]) -> bool:
     """Whether every operation that touches data-dependent values is elementwise.
 
     ``data_inputs`` marks which of ``jaxpr``'s inputs depend on the data; operations
     on the parameters alone (unpacking ``p``, say) may be anything.
     """
+    from jax.extend.core import Var
+
     depends = {v for v, d in zip(jaxpr.invars, data_inputs, strict=True) if d}
     for eqn in jaxpr.eqns:
-        touched = [isinstance(v, jex_core.Var) and v in depends for v in eqn.invars]
+        touched = [isinstance(v, Var) and v in depends for v in eqn.invars]
         if not any(touched):
             continue
         depends.update(eqn.outvars)
@@ -62,11 +67,13 @@ def _elementwise_in(jaxpr: jex_core.Jaxpr, data_inputs: list[bool]) -> bool:
     return True
 
 
-def _literals(jaxpr: jex_core.Jaxpr) -> list:
+def _literals(jaxpr: Jaxpr) -> list:
     """Primitive names and literal constants, in order, sub-jaxprs included."""
+    from jax.extend.core import Literal
+
     found = []
     for eqn in jaxpr.eqns:
-        values = [np.asarray(v.val).tolist() for v in eqn.invars if isinstance(v, jex_core.Literal)]
+        values = [np.asarray(v.val).tolist() for v in eqn.invars if isinstance(v, Literal)]
         found.append((eqn.primitive.name, repr(values)))
         for inner in eqn.params.values():
             if hasattr(inner, "eqns") or hasattr(inner, "jaxpr"):

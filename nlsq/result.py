@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.linalg
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -53,7 +52,9 @@ class FitData:
         if self.sigma_kind == "diagonal":
             return np.asarray(self.transform, float) * values
         if self.sigma_kind == "covariance":
-            return scipy.linalg.solve_triangular(self.transform, values, lower=True)
+            from scipy.linalg import solve_triangular
+
+            return solve_triangular(self.transform, values, lower=True)
         return values
 
     def unwhiten(self, values: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 #: Runs in the child: snapshots global state, imports nlsq, fits, snapshots again.
@@ -140,3 +141,60 @@ def test_results_are_float64_numpy_arrays(child) -> None:
     assert report["x"][2] == [0.0, 1.0, 2.0]
     popt = report["popt"][2]
     assert abs(popt[0] - 2.5) < 0.05 and abs(popt[1] - 1.3) < 0.05 and abs(popt[2] - 0.5) < 0.05
+
+
+#: Modules whose import costs a large share of ``import nlsq`` (scipy.optimize alone
+#: takes about a quarter of a second), which no plain ``curve_fit`` needs.
+DEFERRED = ("scipy.optimize", "scipy.linalg", "scipy.sparse", "platformdirs", "jax.extend")
+
+
+def test_import_and_a_plain_curve_fit_defer_the_heavy_modules() -> None:
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import numpy as np
+        import jax.numpy as jnp
+        import nlsq
+        imported = [m for m in sys.argv[1:] if m in sys.modules]
+        x = np.linspace(0.0, 4.0, 20)
+        nlsq.curve_fit(lambda x, a, b: a * jnp.exp(-b * x), x, 2 * np.exp(-x), p0=[1, 1])
+        fitted = [m for m in ("scipy.optimize", "scipy.sparse") if m in sys.modules]
+        print(json.dumps([imported, fitted]))
+        """
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code, *DEFERRED],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    after_import, after_fit = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert after_import == []
+    # The first compile loads more (jaxlib's LAPACK kernels import scipy.linalg, the
+    # pointwise check jax.extend, the disk cache platformdirs); the result needs none of
+    # scipy.optimize or scipy.sparse.
+    assert after_fit == []
+
+
+def test_scipy_classes_are_scipys_once_loaded() -> None:
+    import scipy.optimize
+    import scipy.sparse
+    import scipy.sparse.linalg
+
+    from nlsq.scipy_types import (
+        is_bounds,
+        is_linear_operator,
+        is_sparse_matrix,
+        optimize_result,
+        optimize_warning,
+    )
+
+    assert optimize_warning() is scipy.optimize.OptimizeWarning
+    assert isinstance(optimize_result(x=1), scipy.optimize.OptimizeResult)
+    assert is_bounds(scipy.optimize.Bounds(0, 1)) and not is_bounds((0, 1))
+    assert is_sparse_matrix(scipy.sparse.eye(2)) and is_sparse_matrix(scipy.sparse.eye_array(2))
+    assert not is_sparse_matrix(np.eye(2))
+    operator = scipy.sparse.linalg.aslinearoperator(np.eye(2))
+    assert is_linear_operator(operator) and not is_linear_operator(np.eye(2))

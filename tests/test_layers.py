@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nlsq"
 
 #: (layer, module prefixes) from the bottom up; see docs/architecture.rst.
 LAYERS = (
-    ("base", ("nlsq.errors", "nlsq.config", "nlsq.precision", "nlsq.transfer")),
+    ("base", ("nlsq.errors", "nlsq.config", "nlsq.precision", "nlsq.transfer", "nlsq.scipy_types")),
     (
         "numerics",
         ("nlsq.bounds", "nlsq.loss", "nlsq.finite_diff", "nlsq.jacobian", "nlsq.covariance"),

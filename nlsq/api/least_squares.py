@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.optimize import OptimizeResult
 
 from nlsq.execute.dense import fit_residuals
 from nlsq.finish.assemble import to_optimize_result
 from nlsq.prepare.options import validate_options
+
+if TYPE_CHECKING:
+    from scipy.optimize import OptimizeResult
 
 
 def least_squares(

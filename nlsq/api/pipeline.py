@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy.optimize import OptimizeWarning
 
 from nlsq.batch_result import BatchResult
 from nlsq.cache import stats
@@ -37,6 +36,7 @@ from nlsq.program.build import batch_program
 from nlsq.program.context import counted_run
 from nlsq.program.sources import ArrayData, IterableData
 from nlsq.result import FitData, FitResult
+from nlsq.scipy_types import optimize_warning
 
 
 def fit_curve(
@@ -199,6 +199,6 @@ def warn_if_no_covariance(result: FitResult, stacklevel: int = 3) -> None:
     if result.covariance_warning:
         warnings.warn(
             "Covariance of the parameters could not be estimated",
-            category=OptimizeWarning,
+            category=optimize_warning(),
             stacklevel=stacklevel,
         )

@@ -9,8 +9,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from scipy.sparse import issparse
-from scipy.sparse.linalg import LinearOperator
 
 from nlsq import config
 from nlsq.host import host_callable, host_fit, runs_on_host, warn_once
@@ -30,6 +28,7 @@ from nlsq.program.model import (
 from nlsq.program.padding import bucket_size, pad_to_bucket
 from nlsq.program.run import run_program
 from nlsq.program.spec import SolverSpec
+from nlsq.scipy_types import is_linear_operator, is_sparse_matrix
 from nlsq.solvers.progress import print_header
 from nlsq.solvers.termination import INITIAL_NOT_FINITE, TERMINATION_MESSAGES
 from nlsq.solvers.trf import TRFResult
@@ -315,7 +314,7 @@ def _refuse_sparse_jacobian(J0: Any, options: ValidatedOptions) -> None:
         raise ValueError("method='lm' works only with dense Jacobian matrices.")
     if options.tr_solver == "exact":
         raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
-    if isinstance(J0, LinearOperator) and options.jac_scale:
+    if is_linear_operator(J0) and options.jac_scale:
         raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
     raise NotImplementedError(
         "Sparse Jacobians (scipy.sparse matrices, LinearOperator) are not supported by "
@@ -379,7 +378,7 @@ def solve_residuals_on_host(
         if jac_on_host:
             shape = (f0.size, x0.size)
             J0 = jac_probe["value"] if "value" in jac_probe else jacobian(x0, data)
-            sparse = issparse(J0) or isinstance(J0, LinearOperator)
+            sparse = is_sparse_matrix(J0) or is_linear_operator(J0)
             if not sparse:
                 J0 = np.atleast_2d(np.asarray(J0))
             if J0.shape != shape:

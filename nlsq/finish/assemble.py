@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from scipy.optimize import OptimizeResult, leastsq
 
 from nlsq.batch_result import INVALID_INPUT, NOT_FINITE_AT_P0, BatchResult
 from nlsq.finish.covariance import scale_covariance, scale_covariances
@@ -28,10 +27,11 @@ from nlsq.prepare.options import ValidatedOptions
 from nlsq.program.run import SCALAR_FIELDS
 from nlsq.program.sources import ArrayData
 from nlsq.result import FitData, FitResult
+from nlsq.scipy_types import optimize_result
 from nlsq.solvers.trf import TRFResult
 
 
-def to_optimize_result(raw: TRFResult, bounded: bool) -> OptimizeResult:
+def to_optimize_result(raw: TRFResult, bounded: bool) -> Any:
     """Convert the solver's arrays to scipy's ``OptimizeResult`` with NumPy values.
 
     Types follow scipy's: ``cost`` and ``optimality`` are ``np.float64``; the
@@ -39,7 +39,7 @@ def to_optimize_result(raw: TRFResult, bounded: bool) -> OptimizeResult:
     """
     status = int(raw.status)
     success, message = least_squares_status(status)
-    return OptimizeResult(
+    return optimize_result(
         x=np.asarray(raw.x, dtype=float),
         cost=np.float64(raw.cost),
         fun=raw.fun.numpy(),
@@ -113,6 +113,8 @@ def _ipvt_offset() -> int:
     scipy's Fortran MINPACK returned them 1-based; its C translation returns them
     0-based. A one-parameter fit, whose ``ipvt`` is ``[first index]``, tells which.
     """
+    from scipy.optimize import leastsq
+
     *_, infodict, _, _ = leastsq(lambda p: np.array([p[0], p[0]]), [1.0], full_output=True)
     return int(infodict["ipvt"][0])
 

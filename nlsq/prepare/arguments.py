@@ -14,11 +14,10 @@ from typing import Any
 
 import jax
 import numpy as np
-from scipy.linalg import LinAlgError, cholesky
-from scipy.optimize import Bounds
 
 from nlsq.bounds import prepare_bounds
 from nlsq.prepare.options import LeastsqSettings, ValidatedOptions, keyword_options, leastsq_options
+from nlsq.scipy_types import is_bounds
 
 
 def number_of_parameters(f: Callable) -> int:
@@ -87,6 +86,8 @@ def sigma_transform(sigma: Any, size: int) -> tuple[str, np.ndarray | None]:
     if sigma.size == 1 or sigma.shape == (size,):
         return "diagonal", 1.0 / sigma
     if sigma.shape == (size, size):
+        from scipy.linalg import LinAlgError, cholesky
+
         try:
             return "covariance", cholesky(sigma, lower=True)
         except LinAlgError as error:
@@ -172,7 +173,7 @@ def prepare_curve_fit(
         p0 = np.atleast_1d(p0)
         n = p0.size
 
-    if isinstance(bounds, Bounds):
+    if is_bounds(bounds):
         lb, ub = prepare_bounds((bounds.lb, bounds.ub), n)
     else:
         lb, ub = prepare_bounds(bounds, n)
@@ -228,7 +229,7 @@ def initial_guess(f: Callable, p0: Any, bounds: Any) -> tuple[np.ndarray, Any]:
     """``p0`` as a float array (by default :func:`initialize_feasible`) and the bounds
     as ``(lb, ub)`` arrays."""
     n = number_of_parameters(f) if p0 is None else np.atleast_1d(p0).size
-    if isinstance(bounds, Bounds):
+    if is_bounds(bounds):
         bounds = (bounds.lb, bounds.ub)
     lb, ub = prepare_bounds(bounds, n)
     if p0 is None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import Bounds
 
 from nlsq.host import runs_on_host
 from nlsq.identity import model_key
@@ -32,11 +31,12 @@ from nlsq.prepare.options import ValidatedOptions
 from nlsq.program.model import model_runs_on_host, traced_jacobian
 from nlsq.program.padding import pad_batch_tail, padded_length
 from nlsq.program.spec import BatchLayout, SolverSpec
+from nlsq.scipy_types import is_bounds
 
 
 def _parse_bounds(bounds: Any, n: int, n_fits: int) -> tuple[np.ndarray, np.ndarray, bool]:
     """Lower and upper bounds as (B, n) arrays, and whether any is per fit."""
-    if isinstance(bounds, Bounds):
+    if is_bounds(bounds):
         bounds = (bounds.lb, bounds.ub)
     if len(bounds) != 2:
         raise ValueError("`bounds` must contain 2 elements.")

@@ -9,7 +9,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from scipy.linalg import LinAlgError, cholesky
 
 from nlsq.program.padding import pad_covariances, pad_rows
 
@@ -180,6 +179,8 @@ def batch_weights(data: BatchData, counts: np.ndarray, errors: dict[int, str]) -
     sigma = data.sigma
     if data.sigma_kind == "diagonal":
         return 1.0 / sigma
+    from scipy.linalg import LinAlgError, cholesky
+
     if not data.sigma_per_fit:
         try:
             return cholesky(sigma, lower=True)

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import Bounds
 
 from nlsq.bounds import prepare_bounds
 from nlsq.jacobian import resolve_jacobian_mode
 from nlsq.loss import BUILTIN_LOSSES
 from nlsq.precision import resolve_dtype
 from nlsq.program.spec import SolverInputs
+from nlsq.scipy_types import is_bounds
 
 EPS = np.finfo(float).eps
 
@@ -126,7 +126,7 @@ def validate_options(
     if x0.ndim > 1:
         raise ValueError("`x0` must have at most 1 dimension.")
 
-    if isinstance(bounds, Bounds):
+    if is_bounds(bounds):
         lb, ub = prepare_bounds((bounds.lb, bounds.ub), x0.shape[0])
     elif len(bounds) == 2:
         lb, ub = prepare_bounds(bounds, x0.shape[0])

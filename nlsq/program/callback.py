@@ -9,7 +9,8 @@ import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
-from scipy.optimize import OptimizeResult
+
+from nlsq.scipy_types import optimize_result
 
 
 class CallbackWrapper:
@@ -38,7 +39,7 @@ class CallbackWrapper:
         x = np.array(x, dtype=float)
         try:
             if self.takes_result:
-                result = OptimizeResult(
+                result = optimize_result(
                     x=x, fun=np.array(fun, dtype=float), nit=int(nit), nfev=int(nfev)
                 )
                 result["cost"] = float(cost)
