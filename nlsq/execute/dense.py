@@ -88,9 +88,7 @@ def solve(
     with callback_fit(options.callback) as token:
         if token is not None:
             data = (data, token)
-        raw, pcov, cache_stats = run_program(
-            program, options.inputs, data, options.dtype, n_residuals
-        )
+        raw, pcov, cache_stats = run_program(program, options.inputs, data, n_residuals)
     if raw.status == INITIAL_NOT_FINITE:
         raise ValueError("Residuals are not finite in the initial point.")
     if options.verbose >= 1:

@@ -33,7 +33,7 @@ from nlsq.program.model import (
     traced_jacobian,
     traced_model,
 )
-from nlsq.program.run import pack_summary
+from nlsq.program.run import pack_summary, unpack_controls
 from nlsq.program.spec import BatchLayout, LargeSpec, SolverSpec
 from nlsq.program.streaming import chunk_loader, report_progress
 from nlsq.solvers.gram import ChunkSource, covariance_from_gram, trf_chunked
@@ -214,8 +214,33 @@ def program_function(residual: Residual, jacobian: Residual | None, spec: Solver
 
 
 def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpec) -> Callable:
-    """The jitted :func:`program_function`."""
-    return jax.jit(program_function(residual, jacobian, spec))
+    """The jitted single-fit :func:`program_function`, its small inputs and outputs packed.
+
+    The program takes ``(controls, data, padded)``: ``controls`` from
+    :meth:`nlsq.program.spec.SolverInputs.packed`, ``padded`` (static) whether the
+    last control is a real residual count. It returns ``(summary_and_pcov, fun, jac,
+    factors)``: the summary vector followed by the flattened covariance, so that one
+    fetch brings both, and ``leastsq``'s ``(fjac, ipvt, qtf)`` or None.
+    """
+    fit = program_function(residual, jacobian, spec)
+    dtype = np.dtype(spec.dtype)
+
+    def packed_fit(controls: jax.Array, data: Any, padded: bool) -> tuple:
+        x0, lb, ub, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals = unpack_controls(
+            controls, dtype, padded
+        )
+        summary, fun, jac, pcov = fit(
+            x0, lb, ub, data, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals
+        )
+        factors = None
+        if isinstance(pcov, tuple):
+            pcov, *factors = pcov
+            factors = tuple(factors)
+        if pcov is not None:
+            summary = jnp.concatenate([summary, pcov.ravel()])
+        return summary, fun, jac, factors
+
+    return jax.jit(packed_fit, static_argnames="padded")
 
 
 def batch_program(

@@ -35,6 +35,27 @@ def pack_summary(raw: TRFResult) -> jax.Array:
     return jnp.concatenate([raw.x, raw.grad, raw.active_mask.astype(dtype), scalars])
 
 
+def unpack_controls(controls: jax.Array, dtype: np.dtype, padded: bool) -> tuple:
+    """The program's inputs from :meth:`SolverInputs.packed`, traced.
+
+    Returns ``(x0, lb, ub, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals)``
+    in the working ``dtype`` (the counts int64; ``n_residuals`` None unless ``padded``):
+    the same values as :meth:`SolverInputs.controls` gives on the host, since a cast
+    rounds alike on either side.
+    """
+    n = (controls.shape[0] - 6) // 4
+    x0, lb, ub, x_scale = (controls[i * n : (i + 1) * n].astype(dtype) for i in range(4))
+    ftol, xtol, gtol, f_scale = (controls[4 * n + i].astype(dtype) for i in range(4))
+    max_nfev = controls[4 * n + 4].astype(jnp.int64)
+    n_residuals = controls[4 * n + 5].astype(jnp.int64) if padded else None
+    return x0, lb, ub, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals
+
+
+def summary_length(n: int) -> int:
+    """Length of :func:`pack_summary`'s vector for ``n`` parameters."""
+    return 3 * n + len(SCALAR_FIELDS)
+
+
 class DeviceRows:
     """A result array left on the device until asked for, cut to the real rows.
 
@@ -71,7 +92,6 @@ def run_program(
     program: Callable,
     inputs: SolverInputs,
     data: Any,
-    dtype: np.dtype,
     n_residuals: int | None = None,
 ) -> tuple[TRFResult, np.ndarray | None, dict[str, Any]]:
     """Call the compiled program once and fetch its small results to NumPy.
@@ -89,19 +109,17 @@ def run_program(
     cache_stats : dict
         This call's compile figures and the process totals.
     """
-    real = np.dtype(dtype)
+    n = inputs.x0.size
     with program_run(IN_MEMORY_ADVICE) as call:
-        outputs = program(
-            inputs.x0.astype(real),
-            inputs.lb.astype(real),
-            inputs.ub.astype(real),
-            data,
-            *inputs.controls(real),
-            None if n_residuals is None else np.asarray(n_residuals, np.int64),
+        packed, fun, jac, factors = program(
+            inputs.packed(n_residuals), data, padded=n_residuals is not None
         )
-        summary, fun, jac, pcov = outputs
-        summary, pcov = jax.device_get((summary, pcov))
-    raw = unpack_summary(
-        summary, DeviceRows(fun, n_residuals), DeviceRows(jac, n_residuals), inputs.x0.size
-    )
+        # One fetch for the summary and the covariance: each fetch is a round trip.
+        packed = np.asarray(packed)
+        factors = jax.device_get(factors)
+    summary = packed[: summary_length(n)]
+    pcov = packed[summary_length(n) :].reshape(n, n) if packed.size > summary_length(n) else None
+    if factors is not None:
+        pcov = (pcov, *factors)
+    raw = unpack_summary(summary, DeviceRows(fun, n_residuals), DeviceRows(jac, n_residuals), n)
     return raw, pcov, stats.summary(call)

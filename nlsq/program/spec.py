@@ -55,6 +55,34 @@ class SolverInputs:
     x_scale: np.ndarray
     f_scale: float
 
+    def packed(self, n_residuals: int | None) -> np.ndarray:
+        """Every input in one float64 vector, for :func:`nlsq.program.run.unpack_controls`.
+
+        ``x0, lb, ub, x_scale``, then ``ftol, xtol, gtol, f_scale, max_nfev,
+        n_residuals`` (0 for None). Each argument of a compiled call is a separate
+        transfer, which costs more than the solve itself for a small fit. The counts
+        are capped at 2**53, below which float64 holds every integer exactly; no fit
+        evaluates that often.
+        """
+        cap = 2.0**53
+        return np.concatenate(
+            [
+                self.x0,
+                self.lb,
+                self.ub,
+                self.x_scale,
+                [
+                    self.ftol,
+                    self.xtol,
+                    self.gtol,
+                    self.f_scale,
+                    min(float(self.max_nfev), cap),
+                    0.0 if n_residuals is None else min(float(n_residuals), cap),
+                ],
+            ],
+            dtype=np.float64,
+        )
+
     def controls(self, dtype: np.dtype) -> tuple[np.ndarray, ...]:
         """``(ftol, xtol, gtol, max_nfev, x_scale, f_scale)`` as the program takes them:
         arrays in the working ``dtype`` (``max_nfev`` int64)."""
