@@ -19,6 +19,7 @@ import contextlib
 import functools
 import itertools
 import threading
+import types
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -52,6 +53,53 @@ def traces(function: Callable, *args: Any) -> bool:
     except Exception:  # noqa: BLE001 - any failure to trace means: run it on the host
         return False
     return True
+
+
+def reads_numpy(function: Callable) -> bool:
+    """Whether ``function``'s own code reads NumPy (the module, or one of its functions
+    or ufuncs), through a global or a closure; True for anything but a plain function."""
+    if not isinstance(function, types.FunctionType):
+        return True
+    values = [cell.cell_contents for cell in function.__closure__ or () if _filled(cell)]
+    values += [function.__globals__.get(name) for name in _code_names(function.__code__)]
+    return any(_from_numpy(value) for value in values)
+
+
+def _filled(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises
+    except ValueError:
+        return False
+    return True
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _from_numpy(value: Any) -> bool:
+    module = value.__name__ if isinstance(value, types.ModuleType) else None
+    if module is None and callable(value):
+        module = getattr(value, "__module__", None)
+    return module is not None and module.split(".")[0] == "numpy"
+
+
+def _runs_on_host_when_called(function: Callable, x: Any, rest: tuple, probe: dict | None) -> bool:
+    """The verdict of calling ``function(x, *rest)`` with ``x`` as a JAX array (see
+    :func:`runs_on_host`)."""
+    try:
+        value = function(jnp.asarray(x), *rest)
+    except Exception:  # noqa: BLE001 - the host evaluation raises it again if real
+        return True
+    verdict = not isinstance(value, jax.Array) or not traces(function, x, *rest)
+    if verdict and probe is not None:
+        # Other results (a sparse matrix from `jac`) are kept as they are.
+        probe["value"] = np.asarray(value) if isinstance(value, jax.Array) else value
+    return verdict
 
 
 def warn_once(key: Any, name: str, stacklevel: int = 4) -> None:
@@ -177,30 +225,35 @@ _verdicts: dict[Any, bool] = {}
 
 
 def runs_on_host(
-    function: Callable, key: Any, x: Any, *rest: Any, probe: dict | None = None
+    function: Callable,
+    key: Any,
+    x: Any,
+    *rest: Any,
+    probe: dict | None = None,
+    written_by: Callable | None = None,
 ) -> bool:
     """Whether ``function(x, *rest)`` must run on the host, decided once per ``key``.
 
-    The function is first called with ``x`` as a JAX array: NumPy code returns a
-    NumPy array (or fails, when it writes into ``x``), JAX code a JAX array. Only
-    then is JAX code traced, to be sure that it can be. With ``probe``, the result
-    of a function found to run on the host is stored under ``probe["value"]`` (as
-    NumPy): it is the function at ``x``, which scipy computes first too, so the
-    function is not called at ``x`` again: a model that checks it is never called
-    twice in a row with the same parameters, as scipy guarantees, keeps working.
+    The function is called with ``x`` as a JAX array: NumPy code returns a NumPy
+    array (or fails, when it writes into ``x``), JAX code a JAX array, which is then
+    traced, to be sure that it can be. With ``probe``, the result of a function found
+    to run on the host is stored under ``probe["value"]`` (as NumPy): it is the
+    function at ``x``, which scipy computes first too, so the function is not called
+    at ``x`` again: a model that checks it is never called twice in a row with the
+    same parameters, as scipy guarantees, keeps working.
+
+    ``written_by`` is the user's function behind ``function``. When its own code
+    reads nothing from NumPy, it is traced first, and found to be JAX code without the
+    eager call, which compiles each of its operations on a first call. (A NumPy model
+    may keep the arguments it is called with, so it never sees a tracer.)
     """
     if key is not None and key in _verdicts:
         return _verdicts[key]
     with jax.enable_x64(True), plain_input_errors():
-        try:
-            value = function(jnp.asarray(x), *rest)
-        except Exception:  # noqa: BLE001 - the host evaluation raises it again if real
-            verdict = True
+        if written_by is not None and not reads_numpy(written_by) and traces(function, x, *rest):
+            verdict = False
         else:
-            verdict = not isinstance(value, jax.Array) or not traces(function, x, *rest)
-            if verdict and probe is not None:
-                # Other results (a sparse matrix from `jac`) are kept as they are.
-                probe["value"] = np.asarray(value) if isinstance(value, jax.Array) else value
+            verdict = _runs_on_host_when_called(function, x, rest, probe)
     if key is not None:
         _verdicts[key] = verdict
     return verdict

@@ -225,3 +225,34 @@ def test_model_mixing_probe_arrays_with_numpy_values_runs_in_64_bit():
     y = 2.0 * np.exp(-0.5 * X)
     popt, _ = _quiet(nlsq.curve_fit, model, X, y, [1.0, 1.0])
     np.testing.assert_allclose(popt, [2.0, 0.5], rtol=1e-6)
+
+
+def test_a_jax_model_is_recognised_without_running_it_eagerly():
+    """Deciding that a jax.numpy model is traceable compiles nothing: the first fit
+    compiles the solver at most (running the model eagerly would compile each of its
+    operations)."""
+    import jax
+    import jax.numpy as jnp
+
+    compiles = []
+
+    def on_duration(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(kwargs.get("fun_name"))
+
+    def model(x, a, b, c):  # code of its own: no program of it is cached yet
+        return a * jnp.tanh(b * x) - c * 0.25
+
+    x = np.linspace(0.0, 3.0, 37)
+    y = 1.5 * np.tanh(0.8 * x) - 0.1
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    try:
+        popt, _ = nlsq.curve_fit(model, x, y, p0=[1.0, 1.0, 0.0])
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_duration)
+    reference, _ = scipy.optimize.curve_fit(
+        lambda x, a, b, c: a * np.tanh(b * x) - c * 0.25, x, y, p0=[1.0, 1.0, 0.0]
+    )
+    np.testing.assert_allclose(popt, reference, rtol=1e-6)
+    # None at all when an earlier run left the solver on disk.
+    assert set(compiles) <= {"jit(program)"}

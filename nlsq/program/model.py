@@ -73,7 +73,7 @@ def model_runs_on_host(
     See :func:`nlsq.host.runs_on_host` for ``probe``.
     """
     verdict_key = None if key is None else ("curve_fit", key)
-    return runs_on_host(traced_model(f), verdict_key, p0, xdata, probe=probe)
+    return runs_on_host(traced_model(f), verdict_key, p0, xdata, probe=probe, written_by=f)
 
 
 def traced_jacobian(jac: Callable, col_deriv: bool) -> Callable:
