@@ -77,6 +77,29 @@ def _machine() -> str:
     )
 
 
+#: JAX settings that change neither a program nor how it is compiled.
+_IRRELEVANT_SETTINGS = frozenset(
+    {
+        "jax_compilation_cache_dir",
+        "jax_persistent_cache_min_compile_time_secs",
+        "jax_persistent_cache_min_entry_size_bytes",
+        "jax_log_compiles",
+        "jax_explain_cache_misses",
+        "jax_logging_level",
+        "jax_debug_log_modules",
+        "jax_pprint_use_color",
+        "jax_traceback_filtering",
+        "jax_enable_x64",
+    }
+)
+
+
+def _jax_settings() -> str:
+    """JAX's settings now: most of them change how programs lower or compile."""
+    values = jax.config.values
+    return repr(sorted((k, repr(v)) for k, v in values.items() if k not in _IRRELEVANT_SETTINGS))
+
+
 def input_signature(args: tuple, static: dict[str, Any]) -> tuple:
     """Shapes, dtypes and tree structure of ``args``, with the static arguments."""
     leaves, tree = jax.tree.flatten(args)
@@ -89,7 +112,8 @@ def input_signature(args: tuple, static: dict[str, Any]) -> tuple:
 
 def _file_name(persistent_key: str, signature: tuple) -> str:
     shapes = repr((signature[0], signature[1], signature[2]))
-    material = repr((persistent_key, shapes, os.environ.get("XLA_FLAGS", ""), _machine()))
+    environment = (os.environ.get("XLA_FLAGS", ""), _jax_settings(), _machine())
+    material = repr((persistent_key, shapes, environment))
     return xxhash.xxh3_128_hexdigest(material.encode()) + ".exe"
 
 
@@ -126,8 +150,8 @@ class ExecutableProgram:
             with self._lock:
                 compiled = self._compiled.get(signature)
                 if compiled is None:
-                    compiled = self._load_or_compile(signature, args, static)
-                    self._compiled[signature] = compiled
+                    outputs, self._compiled[signature] = self._first_run(signature, args, static)
+                    return outputs
         return compiled(*args)
 
     def _path(self, signature: tuple) -> Path | None:
@@ -138,17 +162,28 @@ class ExecutableProgram:
             return None
         return directory / "executables" / _file_name(self._persistent_key, signature)
 
-    def _load_or_compile(self, signature: tuple, args: tuple, static: dict[str, Any]) -> Any:
+    def _first_run(self, signature: tuple, args: tuple, static: dict[str, Any]) -> tuple:
+        """The outputs of a first call with ``signature``, and the executable that gave them.
+
+        A stored executable that fails to run is replaced by a compiled one; a compiled
+        one is stored once it has run.
+        """
         path = self._path(signature)
         if path is not None:
-            compiled = _load(path, args)
-            if compiled is not None:
-                record_disk_load()
-                return compiled
+            loaded = _load(path, args)
+            if loaded is not None:
+                try:
+                    outputs = jax.block_until_ready(loaded(*args))
+                except jax.errors.JaxRuntimeError as error:
+                    logger.debug("compiling again: stored program %s failed: %s", path, error)
+                else:
+                    record_disk_load()
+                    return outputs, loaded
         compiled = self.jitted.lower(*args, **static).compile()
+        outputs = compiled(*args)
         if path is not None:
             _store(path, compiled)
-        return compiled
+        return outputs, compiled
 
 
 @functools.cache
