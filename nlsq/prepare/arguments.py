@@ -50,7 +50,8 @@ def initialize_feasible(lb: np.ndarray, ub: np.ndarray) -> np.ndarray:
 
 
 def is_array_like(xdata: Any) -> bool:
-    return isinstance(xdata, list | tuple | np.ndarray | jax.Array)
+    # The plain types first: an isinstance check against jax.Array is an ABC lookup.
+    return isinstance(xdata, list | tuple | np.ndarray) or isinstance(xdata, jax.Array)
 
 
 def _omit_nan(
