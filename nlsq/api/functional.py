@@ -84,9 +84,12 @@ def _is_traced(tree: Any) -> bool:
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
 
 
-def _as_float(value: Any, dtype: np.dtype) -> Array:
-    """``value`` in the working dtype (tracers keep their trace)."""
-    return jnp.asarray(value).astype(dtype)
+def _as_float(value: Any, dtype: np.dtype) -> Any:
+    """``value`` in the working dtype: a NumPy array when concrete (no device work, no
+    compile), else the traced array, converted only if its dtype differs."""
+    if not isinstance(value, jax.core.Tracer):
+        return np.asarray(value, dtype)
+    return value if value.dtype == dtype else value.astype(dtype)
 
 
 def _working_dtype(dtype: Any) -> np.dtype:
@@ -107,7 +110,7 @@ def _bounds(bounds: Any, n: int, dtype: np.dtype) -> tuple[Array, Array]:
     for b in bounds:
         b = _as_float(b, dtype)
         if b.ndim == 0:
-            b = jnp.full(n, b, dtype)
+            b = jnp.full(n, b, dtype) if isinstance(b, jax.core.Tracer) else np.full(n, b, dtype)
         if b.shape != (n,):
             raise ValueError("Inconsistent shapes between bounds and `x0`.")
         out.append(b)
@@ -126,10 +129,12 @@ def _weights(sigma: Any, m: int, dtype: np.dtype) -> tuple[str, Array | None]:
     if sigma.size == 1 or sigma.shape == (m,):
         return "diagonal", 1.0 / sigma
     if sigma.shape == (m, m):
-        factor = jnp.linalg.cholesky(sigma)
-        if not _is_traced(factor) and not bool(jnp.all(jnp.isfinite(factor))):
-            raise ValueError("`sigma` must be positive definite.")
-        return "covariance", factor
+        if isinstance(sigma, jax.core.Tracer):
+            return "covariance", jnp.linalg.cholesky(sigma)
+        try:
+            return "covariance", np.linalg.cholesky(sigma)
+        except np.linalg.LinAlgError as error:
+            raise ValueError("`sigma` must be positive definite.") from error
     raise ValueError("`sigma` has incorrect shape.")
 
 
@@ -325,7 +330,7 @@ def fit(
     p0 = _as_float(p0, dtype)
     if p0.ndim > 1:
         raise ValueError("`x0` must have at most 1 dimension.")
-    p0 = jnp.atleast_1d(p0)
+    p0 = p0.reshape(-1) if p0.ndim == 0 else p0
     n = p0.shape[0]
     lb, ub = _bounds(bounds, n, dtype)
     ydata = _as_float(ydata, dtype)
@@ -338,13 +343,13 @@ def fit(
     if bounds is None or _is_traced((lb, ub)):
         bounded = bounds is not None
     else:
-        bounded = bool(jnp.any(jnp.isfinite(lb) | jnp.isfinite(ub)))
+        bounded = bool(np.any(np.isfinite(lb) | np.isfinite(ub)))
     if validated.method == "lm" and bounded:
         raise ValueError("Method 'lm' doesn't support bounds.")
 
-    invalid = _invalid_input(p0, lb, ub, (xdata, ydata, transform), check_finite)
+    if check_finite:
+        _check_finite((xdata, ydata, transform))
     model_at, extra, key = _model(f, xdata, p0, args)
-    residual = model_residual(model_at, kind)
     theta = (xdata, ydata, transform) + (() if extra is None else (extra,))
     spec = SolverSpec(
         method=validated.method,
@@ -359,69 +364,131 @@ def fit(
         jac_scheme=validated.jac_scheme,
         diff_step=validated.diff_step,
     )
-    program = cached_program(
-        "single",
-        None if key is None else key + (kind,),
+    model_id = None if key is None else key + (kind,)
+    run, finish, whole = cached_program(
+        "fit",
+        None if model_id is None else (model_id, bool(absolute_sigma), bool(check_finite)),
         spec,
-        lambda: jax.jit(program_function(residual, None, spec)),
+        lambda: _fit_functions(
+            f, model_at, model_id, kind, spec, bool(absolute_sigma), bool(check_finite)
+        ),
     )
     controls = validated.inputs.controls(dtype)
-    rho = resolve_loss(validated.loss)
-    f_scale = validated.inputs.f_scale
+    with plain_input_errors():
+        if _is_traced((p0, lb, ub, theta)):
+            return whole(p0, lb, ub, theta, controls)
+        # Concrete inputs: the solver program itself (curve_fit's, padded to its size
+        # bucket), then the compiled finish.
+        return finish(run(p0, lb, ub, (theta, controls)), theta, controls[-1])
 
-    def solve(x0: Array, lb: Array, ub: Array, theta: tuple) -> tuple:
+
+def _fit_functions(
+    f: Callable,
+    model_at: Callable,
+    model_id: Any,
+    kind: str,
+    spec: SolverSpec,
+    absolute_sigma: bool,
+    check_finite: bool,
+) -> tuple[Callable, Callable, Callable]:
+    """``(run, finish, whole)`` of one model and static configuration.
+
+    ``run(x0, lb, ub, (theta, controls))`` runs the solver program (from the program
+    cache, shared with ``curve_fit``) and returns its summary; ``finish`` computes
+    the cost, the covariance and the status from it, differentiably in the solution;
+    ``whole`` is both,
+    with the solution differentiated implicitly, as one jitted function, so that a
+    transformation of :func:`fit` (``grad``, ``vmap``) compiles once per shape.
+    """
+    dtype = np.dtype(spec.dtype)
+    n_controls_scale = -1  # f_scale is the last of the controls
+    residual = model_residual(model_at, kind)
+    rho = resolve_loss(spec.loss)
+    program = cached_program(
+        "single", model_id, spec, lambda: jax.jit(program_function(residual, None, spec))
+    )
+
+    def run(x0: Array, lb: Array, ub: Array, inputs: tuple) -> Array:
+        theta, controls = inputs
         data, n_residuals = theta, None
-        padded = _padding(f, key, theta[0], theta[1], kind, theta[2], x0)
+        padded = _padding(f, model_id, theta[0], theta[1], kind, theta[2], x0)
         if padded is not None:
             data, n_residuals = padded
         summary, _, _, _ = program(x0, lb, ub, data, *controls, n_residuals)
-        scalars = dict(zip(SCALAR_FIELDS, summary[3 * n :], strict=True))
-        counts = tuple(scalars[name].astype(jnp.int32) for name in ("status", "nfev", "njev"))
-        return summary[:n], summary[2 * n : 3 * n], counts
+        return summary
 
-    def fit_cost(p: Array, theta: tuple) -> Array:
+    def solve(x0: Array, lb: Array, ub: Array, inputs: tuple) -> tuple:
+        return _unpack(run(x0, lb, ub, inputs), x0.shape[0])
+
+    def fit_cost(p: Array, inputs: tuple) -> Array:
+        theta, controls = inputs
         r = as_residual_vector(residual(p, theta), dtype)
-        return 0.5 * jnp.dot(r, r) if rho is None else loss_cost(rho, r, f_scale)
+        if rho is None:
+            return 0.5 * jnp.dot(r, r)
+        return loss_cost(rho, r, controls[n_controls_scale])
 
-    # A fit with invalid input still runs (its shapes are fixed), from a feasible start.
-    x0 = jnp.where(invalid, jnp.clip(p0, lb, ub), p0)
-    with plain_input_errors():
-        popt, active, (status, nfev, njev) = implicit_minimize(
-            solve, jax.grad(fit_cost), x0, lb, ub, theta
+    def finish_summary(summary: Array, theta: tuple, f_scale: Array) -> FitOutput:
+        n = (summary.shape[0] - len(SCALAR_FIELDS)) // 3
+        return finish(*_unpack(summary, n), theta, f_scale, jnp.asarray(False))
+
+    def finish(
+        popt: Array, active: Array, counts: tuple, theta: tuple, f_scale: Array, invalid: Array
+    ) -> FitOutput:
+        status, nfev, njev = counts
+        cost, pcov = _cost_and_covariance(residual, popt, theta, spec, rho, f_scale, absolute_sigma)
+        status = jnp.where(
+            invalid,
+            INVALID_INPUT,
+            jnp.where(status == INITIAL_NOT_FINITE, NOT_FINITE_AT_P0, status),
         )
-        cost, pcov = _cost_and_covariance(
-            residual, popt, theta, m, spec, rho, f_scale, absolute_sigma
+        failed = (status == INVALID_INPUT) | (status == NOT_FINITE_AT_P0)
+        nan = jnp.asarray(jnp.nan, dtype)
+        return FitOutput(
+            popt=jnp.where(failed, nan, popt),
+            pcov=jnp.where(failed, nan, pcov),
+            cost=jnp.where(failed, nan, cost),
+            status=status,
+            nfev=jnp.where(invalid, 0, nfev),
+            njev=jnp.where(invalid, 0, njev),
+            success=(status > 0) & ~failed,
+            active_mask=active.astype(jnp.int32),
         )
-    status = jnp.where(
-        invalid, INVALID_INPUT, jnp.where(status == INITIAL_NOT_FINITE, NOT_FINITE_AT_P0, status)
-    )
-    failed = (status == INVALID_INPUT) | (status == NOT_FINITE_AT_P0)
-    nan = jnp.asarray(jnp.nan, dtype)
-    return FitOutput(
-        popt=jnp.where(failed, nan, popt),
-        pcov=jnp.where(failed, nan, pcov),
-        cost=jnp.where(failed, nan, cost),
-        status=status,
-        nfev=jnp.where(invalid, 0, nfev),
-        njev=jnp.where(invalid, 0, njev),
-        success=(status > 0) & ~failed,
-        active_mask=active.astype(jnp.int32),
-    )
+
+    def whole(p0: Array, lb: Array, ub: Array, theta: tuple, controls: tuple) -> FitOutput:
+        invalid = _invalid_input(p0, lb, ub, theta[:3], check_finite)
+        # A fit with invalid input still runs (its shapes are fixed), from a feasible
+        # start; its results are replaced by NaN.
+        x0 = jnp.where(invalid, jnp.clip(p0, lb, ub), p0)
+        popt, active, counts = implicit_minimize(
+            solve, jax.grad(fit_cost), x0, lb, ub, (theta, controls)
+        )
+        return finish(popt, active, counts, theta, controls[n_controls_scale], invalid)
+
+    return run, jax.jit(finish_summary), jax.jit(whole)
+
+
+def _unpack(summary: Array, n: int) -> tuple[Array, Array, tuple[Array, Array, Array]]:
+    """``(x, active_mask, (status, nfev, njev))`` from a program's summary."""
+    scalars = dict(zip(SCALAR_FIELDS, summary[3 * n :], strict=True))
+    counts = tuple(scalars[name].astype(jnp.int32) for name in ("status", "nfev", "njev"))
+    return summary[:n], summary[2 * n : 3 * n], counts
+
+
+def _check_finite(data: tuple) -> None:
+    """``curve_fit``'s error for concrete data with NaN or inf (traced data are
+    checked in the program, into a status)."""
+    for leaf in jax.tree.leaves(data):
+        if not isinstance(leaf, jax.core.Tracer) and not np.isfinite(leaf).all():
+            raise ValueError("array must not contain infs or NaNs")
 
 
 def _invalid_input(p0: Array, lb: Array, ub: Array, data: tuple, check_finite: bool) -> Array:
-    """Whether the fit's values are invalid, as a (possibly traced) flag.
-
-    Concrete invalid data raise ``curve_fit``'s ``ValueError`` here; the bounds and
-    ``p0`` were checked with the options when concrete.
-    """
+    """Whether the fit's values are invalid (traced): ``lb >= ub``, ``p0`` outside
+    the bounds, or (``check_finite``) data with NaN or inf."""
     invalid = jnp.any(lb >= ub) | ~jnp.all((p0 >= lb) & (p0 <= ub))
     if check_finite:
-        leaves = [leaf for leaf in jax.tree.leaves(data) if leaf is not None]
-        finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
-        if not _is_traced(finite) and not bool(finite):
-            raise ValueError("array must not contain infs or NaNs")
-        invalid = invalid | ~finite
+        for leaf in jax.tree.leaves(data):
+            invalid = invalid | ~jnp.all(jnp.isfinite(leaf))
     return invalid
 
 
@@ -429,10 +496,9 @@ def _cost_and_covariance(
     residual: Callable,
     popt: Array,
     theta: tuple,
-    m: int,
     spec: SolverSpec,
     rho: Any,
-    f_scale: float,
+    f_scale: Array,
     absolute_sigma: bool,
 ) -> tuple[Array, Array]:
     """Cost and ``curve_fit``'s ``pcov`` at ``popt``, differentiable in both.
@@ -446,6 +512,7 @@ def _cost_and_covariance(
         return as_residual_vector(residual(p, theta), dtype)
 
     r = fun(popt)
+    m = r.shape[0]
     J = autodiff_jacobian(fun, popt, m, spec.jacobian_mode)(popt)
     if rho is None:
         cost = 0.5 * jnp.dot(r, r)
