@@ -108,7 +108,8 @@ def test_differentiable_fit():
     stdout = run_example("differentiable_fit.py")
     # Newton's method through the fit's derivative finds scipy's root, near the truth.
     offset, scipy_offset, true_offset = (
-        parse_number(stdout, f"(?m)^{label}:") for label in ("offset", "scipy offset", "true offset")
+        parse_number(stdout, f"(?m)^{label}:")
+        for label in ("offset", "scipy offset", "true offset")
     )
     assert abs(offset - scipy_offset) < 1e-8
     assert abs(offset - true_offset) < 0.02
