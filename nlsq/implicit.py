@@ -110,7 +110,8 @@ def _minimize(solve: Solve, gradient: Gradient, x0: Array, lb: Array, ub: Array,
 def _minimize_jvp(solve: Solve, gradient: Gradient, primals: tuple, tangents: tuple):
     x0, lb, ub, theta = primals
     _, dlb, dub, dtheta = tangents
-    x, active, aux = solve(x0, lb, ub, theta)
+    # Through _minimize again, so that higher derivatives are implicit too.
+    x, active, aux = _minimize(solve, gradient, x0, lb, ub, theta)
     dx = implicit_tangent(gradient, x, active, theta, dlb, dub, dtheta)
     zeros = jax.tree.map(_zero_tangent, (active, aux))
     return (x, active, aux), (dx, *zeros)
