@@ -253,6 +253,34 @@ def test_linear_least_squares_derivative_is_exact():
     np.testing.assert_allclose(jax.jacfwd(popt)(jnp.asarray(y)), expected, rtol=1e-9, atol=1e-12)
 
 
+def test_second_derivative_of_linear_least_squares_is_exact():
+    rng = np.random.default_rng(8)
+    x = np.linspace(-1.0, 1.0, 12)
+    y = quadratic(x, 0.1, 0.5, -0.3) + 0.05 * rng.standard_normal(x.size)
+    target = jnp.array([0.2, 0.4, -0.1])
+    A = np.stack([np.ones_like(x), x, x**2], axis=1)
+    # popt = P y with P = (A^T A)^-1 A^T, so |popt - target|^2 has Hessian 2 P^T P.
+    P = np.linalg.solve(A.T @ A, A.T)
+
+    def loss(y):
+        return jnp.sum((nlsq.fit(quadratic, x, y, jnp.zeros(3)).popt - target) ** 2)
+
+    np.testing.assert_allclose(jax.hessian(loss)(jnp.asarray(y)), 2 * P.T @ P, atol=1e-10)
+
+
+def test_covariance_sigma_equals_curve_fit(exp_data):
+    x, y, sigma = exp_data
+    covariance = np.diag(sigma**2) + 0.2 * np.outer(sigma, sigma) * np.exp(
+        -np.abs(np.subtract.outer(x, x))
+    )
+    popt, pcov = nlsq.curve_fit(exponential, x, y, p0=[1.0, 1.0, 0.0], sigma=covariance)
+    out = nlsq.fit(exponential, x, y, [1.0, 1.0, 0.0], sigma=covariance)
+    np.testing.assert_allclose(out.popt, popt, rtol=1e-10)
+    np.testing.assert_allclose(out.pcov, pcov, rtol=1e-8)
+    with pytest.raises(ValueError, match="positive definite"):
+        nlsq.fit(exponential, x, y, [1.0, 1.0, 0.0], sigma=-covariance)
+
+
 def test_derivatives_under_jit_and_vmap(exp_data):
     x, y, _ = exp_data
     rng = np.random.default_rng(6)
