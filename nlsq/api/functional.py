@@ -396,9 +396,9 @@ def _fit_functions(
     ``run(x0, lb, ub, (theta, controls))`` runs the solver program (from the program
     cache, shared with ``curve_fit``) and returns its summary; ``finish`` computes
     the cost, the covariance and the status from it, differentiably in the solution;
-    ``whole`` is both,
-    with the solution differentiated implicitly, as one jitted function, so that a
-    transformation of :func:`fit` (``grad``, ``vmap``) compiles once per shape.
+    ``whole`` is both, with the solution differentiated implicitly, as one jitted
+    function, so that a transformation of :func:`fit` (``grad``, ``vmap``) compiles
+    once per shape.
     """
     dtype = np.dtype(spec.dtype)
     n_controls_scale = -1  # f_scale is the last of the controls
