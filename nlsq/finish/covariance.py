@@ -2,44 +2,48 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
 def scale_covariances(
-    pcov: np.ndarray, cost: np.ndarray, counts: np.ndarray, n: int, absolute_sigma: bool
-) -> tuple[np.ndarray, np.ndarray]:
+    pcov: Any, cost: Any, counts: Any, n: int, absolute_sigma: bool, xp: Any = np
+) -> tuple[Any, Any]:
     """Scale unscaled covariances by ``chi2 / dof`` unless ``absolute_sigma``.
 
     Parameters
     ----------
-    pcov : ndarray, shape (B, n, n)
+    pcov : array, shape (..., n, n)
         Unscaled covariances (NaN where they could not be computed).
-    cost : ndarray, shape (B,)
+    cost : array, shape (...)
         Half the sum of squares of each fit, so ``chi2 = 2 * cost``.
-    counts : ndarray, shape (B,)
+    counts : array, shape (...)
         Residuals of each fit.
     n : int
         Parameters.
     absolute_sigma : bool
         Keep ``pcov`` as it is (``sigma`` in absolute units).
+    xp : module, optional
+        The array namespace: ``numpy`` (the default; a float64 copy is returned) or
+        ``jax.numpy`` (traceable and differentiable, for :func:`nlsq.fit`).
 
     Returns
     -------
-    pcov : ndarray, shape (B, n, n)
+    pcov : array, shape (..., n, n)
         All ``inf`` for a fit whose covariance could not be estimated.
-    failed : ndarray of bool, shape (B,)
+    failed : array of bool, shape (...)
         Those fits (scipy warns ``OptimizeWarning`` for each).
     """
-    pcov = np.array(pcov, dtype=float)
-    failed = np.isnan(pcov).any(axis=(1, 2))
+    if xp is np:
+        pcov = np.array(pcov, dtype=float)
+    failed = xp.isnan(pcov).any(axis=(-2, -1))
     if not absolute_sigma:
         dof = counts - n
-        failed |= dof <= 0
+        failed = failed | (dof <= 0)
         # Fits without degrees of freedom are all inf below, whatever this gives them.
-        pcov *= (2 * cost / np.maximum(dof, 1))[:, None, None]
-    if failed.any():
-        pcov[failed] = np.inf
-    return pcov, failed
+        pcov = pcov * (2 * cost / xp.maximum(dof, 1))[..., None, None]
+    return xp.where(failed[..., None, None], xp.inf, pcov), failed
 
 
 def scale_covariance(
