@@ -29,11 +29,11 @@ from nlsq.jacobian import autodiff_jacobian
 from nlsq.loss import evaluate_loss, loss_cost, resolve_loss, scale_for_robust_loss
 from nlsq.pointwise import acts_pointwise_once
 from nlsq.prepare.options import ValidatedOptions, keyword_options
-from nlsq.program.build import cached_program, program_function
+from nlsq.program.build import build_program, cached_program
 from nlsq.program.model import as_residual_vector, model_residual, traced_model
 from nlsq.program.padding import bucket_size, pad_to_bucket
-from nlsq.program.run import SCALAR_FIELDS
-from nlsq.program.spec import SolverSpec
+from nlsq.program.run import SCALAR_FIELDS, summary_length
+from nlsq.program.spec import SolverSpec, pack_controls
 from nlsq.solvers.termination import INITIAL_NOT_FINITE
 
 #: Keywords of ``curve_fit`` that have no meaning for a traced fit.
@@ -404,9 +404,7 @@ def _fit_functions(
     n_controls_scale = -1  # f_scale is the last of the controls
     residual = model_residual(model_at, kind)
     rho = resolve_loss(spec.loss)
-    program = cached_program(
-        "single", model_id, spec, lambda: jax.jit(program_function(residual, None, spec))
-    )
+    program = cached_program("single", model_id, spec, lambda: build_program(residual, None, spec))
 
     def run(x0: Array, lb: Array, ub: Array, inputs: tuple) -> Array:
         theta, controls = inputs
@@ -414,8 +412,15 @@ def _fit_functions(
         padded = _padding(f, model_id, theta[0], theta[1], kind, theta[2], x0)
         if padded is not None:
             data, n_residuals = padded
-        summary, _, _, _ = program(x0, lb, ub, data, *controls, n_residuals)
-        return summary
+        ftol, xtol, gtol, max_nfev, x_scale, f_scale = controls
+        packed = pack_controls(
+            jnp, x0, lb, ub, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals
+        )
+        # Traced (under jit, vmap, grad) the jitted program is inlined; called with
+        # values it runs as curve_fit's own compiled executable.
+        call = program.jitted if _is_traced((packed, data)) else program
+        summary, _, _, _ = call(packed, data, padded=n_residuals is not None)
+        return summary[: summary_length(x0.shape[0])]
 
     def solve(x0: Array, lb: Array, ub: Array, inputs: tuple) -> tuple:
         return _unpack(run(x0, lb, ub, inputs), x0.shape[0])

@@ -34,8 +34,8 @@ from nlsq.program.model import (
     traced_jacobian,
     traced_model,
 )
-from nlsq.program.run import pack_summary, unpack_controls
-from nlsq.program.spec import BatchLayout, LargeSpec, SolverSpec
+from nlsq.program.run import pack_summary
+from nlsq.program.spec import BatchLayout, LargeSpec, SolverSpec, unpack_controls
 from nlsq.program.streaming import chunk_loader, report_progress
 from nlsq.solvers.gram import ChunkSource, covariance_from_gram, trf_chunked
 from nlsq.solvers.progress import host_callback_hook

@@ -35,22 +35,6 @@ def pack_summary(raw: TRFResult) -> jax.Array:
     return jnp.concatenate([raw.x, raw.grad, raw.active_mask.astype(dtype), scalars])
 
 
-def unpack_controls(controls: jax.Array, dtype: np.dtype, padded: bool) -> tuple:
-    """The program's inputs from :meth:`SolverInputs.packed`, traced.
-
-    Returns ``(x0, lb, ub, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals)``
-    in the working ``dtype`` (the counts int64; ``n_residuals`` None unless ``padded``):
-    the same values as :meth:`SolverInputs.controls` gives on the host, since a cast
-    rounds alike on either side.
-    """
-    n = (controls.shape[0] - 6) // 4
-    x0, lb, ub, x_scale = (controls[i * n : (i + 1) * n].astype(dtype) for i in range(4))
-    ftol, xtol, gtol, f_scale = (controls[4 * n + i].astype(dtype) for i in range(4))
-    max_nfev = controls[4 * n + 4].astype(jnp.int64)
-    n_residuals = controls[4 * n + 5].astype(jnp.int64) if padded else None
-    return x0, lb, ub, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals
-
-
 def summary_length(n: int) -> int:
     """Length of :func:`pack_summary`'s vector for ``n`` parameters."""
     return 3 * n + len(SCALAR_FIELDS)

@@ -8,7 +8,10 @@ is an argument of the jitted program, so new values never trigger a compile.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from nlsq.loss import LossFunction
@@ -41,6 +44,51 @@ class SolverSpec:
     lm_factors: bool = False
 
 
+#: Counts are capped here: float64 holds every integer below it exactly, and no fit
+#: evaluates that often.
+_COUNT_CAP = 2.0**53
+
+
+def pack_controls(xp: Any, x0, lb, ub, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals):
+    """A program's inputs in one vector: ``x0, lb, ub, x_scale``, then ``ftol, xtol,
+    gtol, f_scale, max_nfev, n_residuals`` (0 for None), float64 where 64-bit mode is on.
+
+    Each argument of a compiled call is a separate transfer, which costs more than the
+    solve itself for a small fit. ``xp`` is NumPy (on the host) or ``jax.numpy``
+    (traced, for :func:`nlsq.fit`); :func:`unpack_controls` reads it in the program.
+    """
+    real = xp.result_type(float)
+    scalars = [
+        xp.reshape(xp.asarray(value, dtype=real), (1,))
+        for value in (
+            ftol,
+            xtol,
+            gtol,
+            f_scale,
+            xp.minimum(xp.asarray(max_nfev, dtype=real), _COUNT_CAP),
+            xp.minimum(xp.asarray(0 if n_residuals is None else n_residuals, real), _COUNT_CAP),
+        )
+    ]
+    vectors = [xp.asarray(v, dtype=real).reshape(-1) for v in (x0, lb, ub, x_scale)]
+    return xp.concatenate(vectors + scalars)
+
+
+def unpack_controls(controls: jax.Array, dtype: np.dtype, padded: bool) -> tuple:
+    """The program's inputs from :func:`pack_controls`, traced.
+
+    Returns ``(x0, lb, ub, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals)``
+    in the working ``dtype`` (the counts int64; ``n_residuals`` None unless ``padded``):
+    the same values as :meth:`SolverInputs.controls` gives on the host, since a cast
+    rounds alike on either side.
+    """
+    n = (controls.shape[0] - 6) // 4
+    x0, lb, ub, x_scale = (controls[i * n : (i + 1) * n].astype(dtype) for i in range(4))
+    ftol, xtol, gtol, f_scale = (controls[4 * n + i].astype(dtype) for i in range(4))
+    max_nfev = controls[4 * n + 4].astype(jnp.int64)
+    n_residuals = controls[4 * n + 5].astype(jnp.int64) if padded else None
+    return x0, lb, ub, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals
+
+
 @dataclass(frozen=True)
 class SolverInputs:
     """Dynamic inputs of a compiled program (never part of the cache key)."""
@@ -56,31 +104,19 @@ class SolverInputs:
     f_scale: float
 
     def packed(self, n_residuals: int | None) -> np.ndarray:
-        """Every input in one float64 vector, for :func:`nlsq.program.run.unpack_controls`.
-
-        ``x0, lb, ub, x_scale``, then ``ftol, xtol, gtol, f_scale, max_nfev,
-        n_residuals`` (0 for None). Each argument of a compiled call is a separate
-        transfer, which costs more than the solve itself for a small fit. The counts
-        are capped at 2**53, below which float64 holds every integer exactly; no fit
-        evaluates that often.
-        """
-        cap = 2.0**53
-        return np.concatenate(
-            [
-                self.x0,
-                self.lb,
-                self.ub,
-                self.x_scale,
-                [
-                    self.ftol,
-                    self.xtol,
-                    self.gtol,
-                    self.f_scale,
-                    min(float(self.max_nfev), cap),
-                    0.0 if n_residuals is None else min(float(n_residuals), cap),
-                ],
-            ],
-            dtype=np.float64,
+        """Every input in one float64 vector (see :func:`pack_controls`)."""
+        return pack_controls(
+            np,
+            self.x0,
+            self.lb,
+            self.ub,
+            self.ftol,
+            self.xtol,
+            self.gtol,
+            self.max_nfev,
+            self.x_scale,
+            self.f_scale,
+            n_residuals,
         )
 
     def controls(self, dtype: np.dtype) -> tuple[np.ndarray, ...]:
