@@ -16,8 +16,8 @@ import scipy.optimize as so
 import nlsq
 from nlsq import pointwise
 from nlsq.cache import ProgramCache, programs, stats
-from nlsq.execute import dense as dense_module
 from nlsq.identity import model_key
+from nlsq.program import padding as padding_module
 from nlsq.program.padding import bucket_size
 
 #: Settings that change what these tests count; the disk-cache ones are left alone (the
@@ -200,14 +200,14 @@ def _assert_equals_scipy(twin: Twin, result, x, y, **kwargs) -> None:
 def pad_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
     """Shapes ``(xdata, ydata)`` after each padding to a size bucket."""
     calls: list[tuple] = []
-    original = dense_module.pad_to_bucket
+    original = padding_module.pad_to_bucket
 
     def spy(xdata, ydata, kind, transform, size):
         out = original(xdata, ydata, kind, transform, size)
         calls.append((out[0].shape, out[1].shape))
         return out
 
-    monkeypatch.setattr(dense_module, "pad_to_bucket", spy)
+    monkeypatch.setattr(padding_module, "pad_to_bucket", spy)
     return calls
 
 

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import Array
 
-from nlsq import config
 from nlsq.batch_result import INVALID_INPUT, NOT_FINITE_AT_P0
 from nlsq.covariance import unscaled_covariance
 from nlsq.errors import plain_input_errors
@@ -27,11 +26,10 @@ from nlsq.identity import model_key
 from nlsq.implicit import implicit_minimize
 from nlsq.jacobian import autodiff_jacobian
 from nlsq.loss import evaluate_loss, loss_cost, resolve_loss, scale_for_robust_loss
-from nlsq.pointwise import acts_pointwise_once
 from nlsq.prepare.options import ValidatedOptions, keyword_options
 from nlsq.program.build import build_program, cached_program
 from nlsq.program.model import as_residual_vector, model_residual, traced_model
-from nlsq.program.padding import bucket_size, pad_to_bucket
+from nlsq.program.padding import bucketed_data
 from nlsq.program.run import SCALAR_FIELDS, summary_length
 from nlsq.program.spec import SolverSpec, pack_controls
 from nlsq.solvers.termination import INITIAL_NOT_FINITE
@@ -192,22 +190,18 @@ def _padding(
 ) -> tuple[tuple, Any] | None:
     """``curve_fit``'s size bucket for concrete data of a pointwise model: the padded
     data and the number of real residuals (None: run unpadded)."""
-    if key is None or key[0] != "curve_fit" or not config.get("cache_config.size_buckets"):
+    if key is None or key[0] != "curve_fit":
         return None
     if _is_traced((xdata, ydata, transform, x0)) or not isinstance(xdata, jax.Array | np.ndarray):
         return None
-    m = ydata.size
-    x_np = np.asarray(xdata)
-    if x_np.ndim < 1 or x_np.shape[-1] != m:
-        return None
-    if not acts_pointwise_once(f, key[1], x_np, np.asarray(x0)):
-        return None
-    size = bucket_size(m)
     t_np = None if transform is None else np.asarray(transform)
-    if size != m:
-        x_np, y_np, t_np = pad_to_bucket(x_np, np.asarray(ydata), kind, t_np, size)
-        return (x_np, y_np, t_np), np.asarray(m, np.int64)
-    return (xdata, ydata, transform), np.asarray(m, np.int64)
+    bucketed = bucketed_data(
+        f, key[1], np.asarray(xdata), np.asarray(ydata), kind, t_np, np.asarray(x0)
+    )
+    if bucketed is None:
+        return None
+    data, m = bucketed
+    return data, np.asarray(m, np.int64)
 
 
 def fit(

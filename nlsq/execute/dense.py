@@ -10,10 +10,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from nlsq import config
 from nlsq.host import host_callable, host_fit, runs_on_host, warn_once
 from nlsq.identity import model_key, persistent_model_key
-from nlsq.pointwise import acts_pointwise_once
 from nlsq.prepare.arguments import PreparedFit, finite_difference_options, split_arguments
 from nlsq.prepare.options import ValidatedOptions
 from nlsq.program.build import build_program, cached_program
@@ -25,7 +23,7 @@ from nlsq.program.model import (
     traced_jacobian,
     traced_model,
 )
-from nlsq.program.padding import bucket_size, pad_to_bucket
+from nlsq.program.padding import bucketed_data
 from nlsq.program.run import run_program
 from nlsq.program.spec import SolverSpec
 from nlsq.scipy_types import is_linear_operator, is_sparse_matrix
@@ -216,24 +214,21 @@ def _solve_traced(
         # A pandas-like object: the compiled program takes its values, not the object.
         xdata = np.asarray(xdata, real)
     ydata, transform = prepared.ydata, prepared.transform
-    m = ydata.size
     n_residuals = None
-    if (
-        jac_at is None
-        and options.jac_scheme is None
-        and config.get("cache_config.size_buckets")
-        and isinstance(xdata, np.ndarray)
-        and xdata.ndim >= 1
-        and xdata.shape[-1] == m
-        and acts_pointwise_once(f, fit_key[1], xdata, options.inputs.x0)
-    ):
-        # A length equal to its bucket still runs the bucket's (masked) program.
-        size = bucket_size(m) if fixed_length is None or fixed_length < m else fixed_length
-        if size != m:
-            xdata, ydata, transform = pad_to_bucket(
-                xdata, ydata, prepared.sigma_kind, transform, size
-            )
-        n_residuals = m
+    bucketed = None
+    if jac_at is None and options.jac_scheme is None:
+        bucketed = bucketed_data(
+            f,
+            fit_key[1],
+            xdata,
+            ydata,
+            prepared.sigma_kind,
+            transform,
+            options.inputs.x0,
+            fixed_length,
+        )
+    if bucketed is not None:
+        (xdata, ydata, transform), n_residuals = bucketed
     data = (xdata, ydata.astype(real), None if transform is None else transform.astype(real))
 
     def build():

@@ -8,10 +8,13 @@ they add nothing to the cost, the gradient or ``J^T J``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from nlsq import config
+from nlsq.pointwise import acts_pointwise_once
 
 
 def pad_to_bucket(
@@ -37,6 +40,39 @@ def pad_to_bucket(
         padded_t[:m, :m] = transform
         transform = padded_t
     return padded_x, padded_y, transform
+
+
+def bucketed_data(
+    f: Callable,
+    model_id: Any,
+    xdata: Any,
+    ydata: np.ndarray,
+    kind: str,
+    transform: np.ndarray | None,
+    x0: np.ndarray,
+    fixed_length: int | None = None,
+) -> tuple[tuple, int] | None:
+    """A pointwise model's data in its size bucket: ``((xdata, ydata, transform), m)``
+    with ``m`` real residuals, or None when the data run as they are.
+
+    Only a model that acts point by point along a last data axis of ``xdata`` (an
+    array) may be padded, and only when size buckets are on. ``fixed_length`` (the
+    published nlsq's ``flength``) replaces the bucket for data up to that length. A
+    length equal to its bucket still runs the bucket's (masked) program.
+    """
+    m = ydata.size
+    if (
+        not config.get("cache_config.size_buckets")
+        or not isinstance(xdata, np.ndarray)
+        or xdata.ndim < 1
+        or xdata.shape[-1] != m
+        or not acts_pointwise_once(f, model_id, xdata, x0)
+    ):
+        return None
+    size = bucket_size(m) if fixed_length is None or fixed_length < m else fixed_length
+    if size != m:
+        return pad_to_bucket(xdata, ydata, kind, transform, size), m
+    return (xdata, ydata, transform), m
 
 
 def pad_chunk(
