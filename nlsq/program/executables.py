@@ -101,17 +101,21 @@ def _jax_settings() -> str:
 
 
 def input_signature(args: tuple, static: dict[str, Any]) -> tuple:
-    """Shapes, dtypes and tree structure of ``args``, with the static arguments."""
+    """Shapes, dtypes and tree structure of ``args``, with the static arguments.
+
+    This runs on every call: dtypes stay objects (their names cost a lookup each).
+    """
     leaves, tree = jax.tree.flatten(args)
     return (
         tree,
-        tuple((getattr(x, "shape", ()), str(getattr(x, "dtype", type(x)))) for x in leaves),
-        tuple(sorted(static.items())),
+        tuple((np.shape(x), getattr(x, "dtype", type(x))) for x in leaves),
+        tuple(static.items()),
     )
 
 
 def _file_name(persistent_key: str, signature: tuple) -> str:
-    shapes = repr((signature[0], signature[1], signature[2]))
+    tree, leaves, static = signature
+    shapes = repr((tree, [(shape, str(dtype)) for shape, dtype in leaves], sorted(static)))
     environment = (os.environ.get("XLA_FLAGS", ""), _jax_settings(), _machine())
     material = repr((persistent_key, shapes, environment))
     return xxhash.xxh3_128_hexdigest(material.encode()) + ".exe"
