@@ -63,7 +63,8 @@ class DeviceRows:
 
 
 def unpack_summary(summary: np.ndarray, fun: DeviceRows, jac: DeviceRows, n: int) -> TRFResult:
-    x, grad, active_mask, scalars = np.split(summary, [n, 2 * n, 3 * n])
+    x, grad, active_mask = summary[:n], summary[n : 2 * n], summary[2 * n : 3 * n]
+    scalars = summary[3 * n :]
     values = dict(zip(SCALAR_FIELDS, scalars, strict=True))
     for name in ("nfev", "njev", "status"):
         values[name] = int(values[name])
@@ -100,7 +101,8 @@ def run_program(
         )
         # One fetch for the summary and the covariance: each fetch is a round trip.
         packed = np.asarray(packed)
-        factors = jax.device_get(factors)
+        if factors is not None:
+            factors = jax.device_get(factors)
     summary = packed[: summary_length(n)]
     pcov = packed[summary_length(n) :].reshape(n, n) if packed.size > summary_length(n) else None
     if factors is not None:

@@ -58,19 +58,11 @@ def pack_controls(xp: Any, x0, lb, ub, ftol, xtol, gtol, max_nfev, x_scale, f_sc
     (traced, for :func:`nlsq.fit`); :func:`unpack_controls` reads it in the program.
     """
     real = xp.result_type(float)
-    scalars = [
-        xp.reshape(xp.asarray(value, dtype=real), (1,))
-        for value in (
-            ftol,
-            xtol,
-            gtol,
-            f_scale,
-            xp.minimum(xp.asarray(max_nfev, dtype=real), _COUNT_CAP),
-            xp.minimum(xp.asarray(0 if n_residuals is None else n_residuals, real), _COUNT_CAP),
-        )
-    ]
+    missing = 0 if n_residuals is None else n_residuals
+    scalars = xp.asarray([ftol, xtol, gtol, f_scale, max_nfev, missing], dtype=real)
+    counts = xp.minimum(scalars[4:], _COUNT_CAP)
     vectors = [xp.asarray(v, dtype=real).reshape(-1) for v in (x0, lb, ub, x_scale)]
-    return xp.concatenate(vectors + scalars)
+    return xp.concatenate([*vectors, scalars[:4], counts])
 
 
 def unpack_controls(controls: jax.Array, dtype: np.dtype, padded: bool) -> tuple:
