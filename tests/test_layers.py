@@ -20,14 +20,7 @@ LAYERS = (
     ("base", ("nlsq.errors", "nlsq.config", "nlsq.precision", "nlsq.transfer")),
     (
         "numerics",
-        (
-            "nlsq.bounds",
-            "nlsq.loss",
-            "nlsq.finite_diff",
-            "nlsq.jacobian",
-            "nlsq.small_linalg",
-            "nlsq.covariance",
-        ),
+        ("nlsq.bounds", "nlsq.loss", "nlsq.finite_diff", "nlsq.jacobian", "nlsq.covariance"),
     ),
     ("solvers", ("nlsq.solvers",)),
     ("program", ("nlsq.program", "nlsq.cache", "nlsq.identity", "nlsq.host", "nlsq.pointwise")),
