@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,12 @@ BATCH_ADVICE = (
     "(fits_per_chunk=...) or a lower memory budget (memory_budget=..., setting "
     "large.memory_budget, environment variable NLSQ_MEMORY_BUDGET)."
 )
+
+
+#: Held while a batch has programs in flight. Two threads running vmapped batch
+#: programs at once can deadlock inside XLA:CPU (both wait forever for their
+#: results), so batches from different threads run one after the other.
+_IN_FLIGHT = threading.Lock()
 
 
 class BatchProgress:
@@ -78,8 +85,27 @@ def run_batch_chunks(
     """Run the fits ``run`` (indices) in chunks of ``length``; summaries and pcov.
 
     The last chunk is filled up with copies of its first fit, so that every call has
-    the compiled shape; the copies' results are dropped.
+    the compiled shape; the copies' results are dropped. Batches called from several
+    threads at once run one after the other.
     """
+    if not _IN_FLIGHT.acquire(blocking=False):
+        logger.debug("curve_fit_batch: waiting for another thread's batch to finish")
+        _IN_FLIGHT.acquire()
+    try:
+        return _run_chunks(program, arrays, layout, options, run, length, progress)
+    finally:
+        _IN_FLIGHT.release()
+
+
+def _run_chunks(
+    program: Callable,
+    arrays: dict[str, Any],
+    layout: BatchLayout,
+    options: ValidatedOptions,
+    run: np.ndarray,
+    length: int,
+    progress: BatchProgress,
+) -> tuple[np.ndarray, np.ndarray]:
     real = options.dtype
     inputs = options.inputs
     scalars = inputs.controls(real)
