@@ -303,9 +303,16 @@ def prepare_batch(
     )
 
 
+#: Parameters up to which a 'trf' batch factorises with :mod:`nlsq.small_linalg`
+#: (vectorised across the fits) instead of one LAPACK call per fit; its unrolled
+#: Jacobi sweeps grow as the square of the parameters, and so does the compile time.
+SMALL_LINALG_MAX_PARAMETERS = 8
+
+
 def batch_solver_spec(batch: PreparedBatch) -> SolverSpec:
     """The static configuration of the program, as :func:`nlsq.execute.dense.solve`
-    builds it for a single fit (no verbose output, no callback, with covariance)."""
+    builds it for a single fit (no verbose output, no callback, with covariance), with
+    small-matrix factorisations for few parameters."""
     options = batch.options
     return SolverSpec(
         method=options.method,
@@ -319,4 +326,5 @@ def batch_solver_spec(batch: PreparedBatch) -> SolverSpec:
         jac_nfev=options.jac_nfev,
         jac_scheme=options.jac_scheme,
         diff_step=options.diff_step,
+        small_linalg=options.method == "trf" and batch.n <= SMALL_LINALG_MAX_PARAMETERS,
     )
