@@ -21,6 +21,9 @@ MAX_SWEEPS = 30
 def householder_r(A: Array) -> Array:
     """The ``R`` factor of ``A = Q R`` (``k x k``) by Householder reflections.
 
+    The columns are kept as separate vectors, so that every step is an element-wise
+    update and a reduction over the rows, with no slicing or scattering of a matrix.
+
     Parameters
     ----------
     A : Array, shape (m, k)
@@ -32,32 +35,32 @@ def householder_r(A: Array) -> Array:
         Upper triangular; it may differ from LAPACK's by the signs of its rows.
     """
     m, k = A.shape
-    rows = jnp.arange(m)[:, None]
+    columns = [A[:, j] for j in range(k)]
+    rows = jnp.arange(m)
     for j in range(k):
-        x = jnp.where(rows[:, 0] >= j, A[:, j], 0.0)
+        x = jnp.where(rows >= j, columns[j], 0.0)
         alpha = jnp.sqrt(jnp.sum(x * x))
-        sign = jnp.where(A[j, j] >= 0, 1.0, -1.0).astype(A.dtype)
-        v = x + jnp.where(rows[:, 0] == j, sign * alpha, 0.0)
+        sign = jnp.where(columns[j][j] >= 0, 1.0, -1.0).astype(A.dtype)
+        v = x + jnp.where(rows == j, sign * alpha, 0.0)
         vv = jnp.sum(v * v)
         beta = jnp.where(vv > 0, 2 / jnp.where(vv > 0, vv, 1.0), 0.0)
-        # Columns left of j are already reduced (zero below the diagonal): leave them.
-        w = beta * jnp.sum(v[:, None] * A, axis=0)
-        w = jnp.where(jnp.arange(k) >= j, w, 0.0)
-        A = A - v[:, None] * w[None, :]
-    return jnp.triu(A[:k, :])
+        # Columns left of j are already reduced (zero below the diagonal): left alone.
+        for c in range(j, k):
+            columns[c] = columns[c] - (beta * jnp.sum(columns[c] * v)) * v
+    return jnp.triu(jnp.stack([c[:k] for c in columns], axis=1))
 
 
-def _jacobi_sweep(W: Array, V: Array, tol: Array) -> tuple[Array, Array, Array]:
+def _jacobi_sweep(W: list, V: list, tol: Array) -> tuple[list, list, Array]:
     """One cyclic sweep of one-sided (Hestenes) Jacobi rotations over column pairs.
 
-    Returns the rotated ``W`` and ``V`` and the largest cosine between two columns of
-    ``W`` met in the sweep (before rotating them).
+    ``W`` and ``V`` are lists of columns. Returns them rotated and the largest cosine
+    between two columns of ``W`` met in the sweep (before rotating them).
     """
-    n = W.shape[1]
-    worst = jnp.zeros((), W.dtype)
+    n = len(W)
+    worst = jnp.zeros((), W[0].dtype)
     for p in range(n - 1):
         for q in range(p + 1, n):
-            wp, wq = W[:, p], W[:, q]
+            wp, wq = W[p], W[q]
             alpha = jnp.sum(wp * wp)
             beta = jnp.sum(wq * wq)
             gamma = jnp.sum(wp * wq)
@@ -71,9 +74,8 @@ def _jacobi_sweep(W: Array, V: Array, tol: Array) -> tuple[Array, Array, Array]:
             t = jnp.where(rotate, t, 0.0)
             c = 1 / jnp.sqrt(1 + t * t)
             s = c * t
-            W = W.at[:, p].set(c * wp - s * wq).at[:, q].set(s * wp + c * wq)
-            vp, vq = V[:, p], V[:, q]
-            V = V.at[:, p].set(c * vp - s * vq).at[:, q].set(s * vp + c * vq)
+            W[p], W[q] = c * wp - s * wq, s * wp + c * wq
+            V[p], V[q] = c * V[p] - s * V[q], s * V[p] + c * V[q]
     return W, V, worst
 
 
@@ -106,12 +108,14 @@ def jacobi_svd(R: Array) -> tuple[Array, Array, Array]:
 
     def body(carry: tuple) -> tuple:
         W, V, _, sweeps = carry
-        W, V, worst = _jacobi_sweep(W, V, tol)
-        return W, V, worst, sweeps + 1
+        W, V, worst = _jacobi_sweep(list(W), list(V), tol)
+        return tuple(W), tuple(V), worst, sweeps + 1
 
     eye = jnp.eye(n, dtype=R.dtype)
-    start = (R, eye, jnp.asarray(jnp.inf, R.dtype), jnp.asarray(0))
+    columns = tuple(R[:, j] for j in range(n)), tuple(eye[:, j] for j in range(n))
+    start = (*columns, jnp.asarray(jnp.inf, R.dtype), jnp.asarray(0))
     W, V, _, _ = lax.while_loop(cond, body, start) if n > 1 else start
+    W, V = jnp.stack(W, axis=1), jnp.stack(V, axis=1)
     s = jnp.sqrt(jnp.sum(W * W, axis=0))
     order = jnp.argsort(-s)
     s, W, V = s[order], W[:, order], V[:, order]
