@@ -736,3 +736,25 @@ def test_tolerance_rule_rejects_a_wrong_fit() -> None:
     )
     with pytest.raises(AssertionError):
         assert_fit_matches(wrong, 0, reference)
+
+
+def test_trf_batches_with_few_parameters_factorise_without_lapack() -> None:
+    from nlsq.prepare.batch import SMALL_LINALG_MAX_PARAMETERS, batch_solver_spec, prepare_batch
+
+    x, y = decay_data(n_fits=3, seed=21)
+
+    def spec(method, f=decay, p0=P0[:3]):
+        batch = prepare_batch(
+            f, x, y, p0, None, (-np.inf, np.inf), method, None, None, True, None, {}
+        )
+        return batch_solver_spec(batch)
+
+    assert spec(None).small_linalg and spec("trf").small_linalg
+    assert not spec("dogbox").small_linalg and not spec("lm").small_linalg
+
+    def many(x, *p):
+        return sum(c * x**k for k, c in enumerate(p))
+
+    count = SMALL_LINALG_MAX_PARAMETERS + 1
+    assert not spec("trf", many, np.ones(count)).small_linalg
+    assert spec("trf", many, np.ones(count - 1)).small_linalg
