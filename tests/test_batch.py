@@ -758,3 +758,35 @@ def test_trf_batches_with_few_parameters_factorise_without_lapack() -> None:
     count = SMALL_LINALG_MAX_PARAMETERS + 1
     assert not spec("trf", many, np.ones(count)).small_linalg
     assert spec("trf", many, np.ones(count - 1)).small_linalg
+
+
+def test_memory_mapped_batch_streams_without_copying_the_data(tmp_path) -> None:
+    """A batch read from a memory map runs chunk by chunk: the host never holds a copy
+    of the data (the per-point flags of validation are an eighth of it each), and
+    progress comes after every chunk."""
+    import tracemalloc
+
+    n_fits, m = 4000, 512
+    x = np.linspace(0.0, 4.0, m)
+    truth = _truth(n_fits, 23)
+    path = tmp_path / "ydata.npy"
+    y = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(n_fits, m))
+    y[:] = truth[:, :1] * np.exp(-truth[:, 1:2] * x) + truth[:, 2:]
+    y.flush()
+    del y
+    y = np.load(path, mmap_mode="r")
+    p0 = truth * 0.9
+    curve_fit_batch(decay, x, np.asarray(y[:10]), p0=p0[:10], fits_per_chunk=100)
+    done: list[int] = []
+    tracemalloc.start()
+    try:
+        result = curve_fit_batch(
+            decay, x, y, p0=p0, fits_per_chunk=100, progress=lambda d, t: done.append(d)
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.5 * y.nbytes, (peak, y.nbytes)
+    assert done == list(range(100, n_fits + 1, 100))
+    assert result.n_converged == n_fits
+    np.testing.assert_allclose(result.popt, truth, rtol=1e-6)

@@ -69,8 +69,13 @@ class BatchProgress:
             self.bar.close()
 
 
-def _take(array: np.ndarray | None, per_fit: bool, index: np.ndarray) -> np.ndarray | None:
-    return array[index] if (per_fit and array is not None) else array
+def _take(
+    array: np.ndarray | None, per_fit: bool, index: np.ndarray, dtype: Any = None
+) -> np.ndarray | None:
+    """The rows ``index`` of a per-fit input (cast to ``dtype``); a shared one as it is."""
+    if not per_fit or array is None:
+        return array
+    return np.asarray(array[index], dtype=dtype)
 
 
 def run_batch_chunks(
@@ -109,14 +114,19 @@ def _run_chunks(
     real = options.dtype
     inputs = options.inputs
     scalars = inputs.controls(real)
-    summaries, covariances = [], []
+    n = inputs.x0.size
+    # Filled chunk by chunk: the host holds one copy of the results, never a list of
+    # chunks and their concatenation.
+    summaries = np.empty((run.size, 3 * n + len(SCALAR_FIELDS)), real)
+    covariances = np.empty((run.size, n, n), real)
     pending: list = []
+    chunks = {"done": 0, "count": 0}
 
     def dispatch(index: np.ndarray) -> Any:
         data = (
-            _take(arrays["xdata"], layout.x_per_fit, index),
-            arrays["ydata"][index],
-            _take(arrays["transform"], layout.sigma_per_fit, index),
+            _take(arrays["xdata"], layout.x_per_fit, index, real),
+            _take(arrays["ydata"], True, index, real),
+            _take(arrays["transform"], layout.sigma_per_fit, index, real),
         )
         lb = _take(arrays["lb"], layout.bounds_per_fit, index)
         ub = _take(arrays["ub"], layout.bounds_per_fit, index)
@@ -125,29 +135,26 @@ def _run_chunks(
         return summary, pcov
 
     def collect() -> None:
-        count, outputs = pending.pop(0)
+        start, count, outputs = pending.pop(0)
         with device_scope(BATCH_ADVICE):
             summary, pcov = jax.device_get(outputs)
-        summaries.append(np.asarray(summary)[:count])
-        covariances.append(np.asarray(pcov)[:count])
-        done = sum(len(s) for s in summaries)
-        progress.update(done, len(summaries), count)
+        summaries[start : start + count] = np.asarray(summary)[:count]
+        covariances[start : start + count] = np.asarray(pcov)[:count]
+        chunks["done"] += count
+        chunks["count"] += 1
+        progress.update(chunks["done"], chunks["count"], count)
 
-    starts = range(0, run.size, length)
-    for start in starts:
+    for start in range(0, run.size, length):
         index = run[start : start + length]
         count = index.size
         if count < length:
             index = np.concatenate([index, np.full(length - count, index[0])])
         with device_scope(BATCH_ADVICE):
             outputs = dispatch(index)
-        pending.append((count, outputs))
+        pending.append((start, count, outputs))
         # One chunk in flight while the previous one's results come back.
         if len(pending) > 1:
             collect()
     while pending:
         collect()
-    n = inputs.x0.size
-    if not summaries:
-        return np.zeros((0, 3 * n + len(SCALAR_FIELDS))), np.zeros((0, n, n))
-    return np.concatenate(summaries), np.concatenate(covariances)
+    return summaries, covariances
