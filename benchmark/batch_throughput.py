@@ -6,6 +6,8 @@ initial guesses from the data. In ONE process, with the contestants interleaved
 
 * ``nlsq``: ``curve_fit_batch`` unbounded, covariance included (it always is);
 * ``nlsq bounded``: the same with bounds;
+* ``nlsq small_linalg`` (and bounded): the same with :mod:`nlsq.small_linalg`'s
+  factorisations forced (nlsq picks them by itself only from 100,000 fits);
 * ``jaxopt``: ``jax.jit(jax.vmap(jaxopt.LevenbergMarquardt(...).run))`` of the same
   model, unbounded, no covariance, with jaxopt's defaults (``maxiter=30``,
   ``tol=1e-3`` on the gradient norm, a matrix-free linear solver) as the issue's
@@ -44,6 +46,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import nlsq  # noqa: E402
+import nlsq.prepare.batch as batch_module  # noqa: E402
 from benchmark.batch_fits import BOUNDS, X, environment, gaussian, make_batch  # noqa: E402
 
 
@@ -60,11 +63,19 @@ def timed(run, *args):
     return time.perf_counter() - start, cpu_seconds() - cpu, result
 
 
-def nlsq_runner(dtype: str, bounded: bool):
+def nlsq_runner(dtype: str, bounded: bool, small_linalg: bool = False):
+    """``curve_fit_batch``; ``small_linalg`` forces :mod:`nlsq.small_linalg`'s
+    factorisations, which nlsq uses by itself only from 100,000 fits."""
     bounds = BOUNDS if bounded else (-np.inf, np.inf)
 
     def run(y: np.ndarray, p0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        result = nlsq.curve_fit_batch(gaussian, X, y, p0=p0, bounds=bounds, dtype=dtype)
+        threshold = batch_module.SMALL_LINALG_MIN_FITS
+        if small_linalg:
+            batch_module.SMALL_LINALG_MIN_FITS = 1
+        try:
+            result = nlsq.curve_fit_batch(gaussian, X, y, p0=p0, bounds=bounds, dtype=dtype)
+        finally:
+            batch_module.SMALL_LINALG_MIN_FITS = threshold
         return result.popt, result.success
 
     return run
@@ -140,6 +151,10 @@ def run_dtype(args: argparse.Namespace, dtype: str) -> dict:
     contestants = {"nlsq": nlsq_runner(dtype, False)}
     if args.bounded:
         contestants["nlsq bounded"] = nlsq_runner(dtype, True)
+    if args.small_linalg:
+        contestants["nlsq small_linalg"] = nlsq_runner(dtype, False, True)
+        if args.bounded:
+            contestants["nlsq small_linalg bounded"] = nlsq_runner(dtype, True, True)
     if args.jaxopt:
         contestants["jaxopt"] = jaxopt_runner(dtype, args.jaxopt_tol)
     if args.optimistix:
@@ -214,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds")
     parser.add_argument(
         "--bounded", action=argparse.BooleanOptionalAction, default=True, help="nlsq bounded too"
+    )
+    parser.add_argument(
+        "--small-linalg",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="nlsq with small_linalg forced too (its default from 100,000 fits)",
     )
     parser.add_argument("--jaxopt", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(
