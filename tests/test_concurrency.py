@@ -229,3 +229,21 @@ def test_two_threads_run_batches_at_once() -> None:
                 assert result.success[index]
                 np.testing.assert_allclose(result.popt[index], popt, rtol=1e-8)
                 np.testing.assert_allclose(result.pcov[index], pcov, rtol=1e-6)
+
+
+@pytest.mark.timeout(120)
+def test_a_progress_callback_may_run_a_batch() -> None:
+    """The lock that keeps batches of different threads apart lets the thread that
+    holds it run another batch (from its progress callback)."""
+    x = np.linspace(-2.0, 2.0, 32)
+    truth = np.array([[2.0, 0.1, 0.7], [1.5, -0.2, 0.9]])
+    y = np.stack([np.asarray(gaussian(x, *t)) for t in truth])
+    inner = []
+
+    def progress(done: int, total: int) -> None:
+        inner.append(nlsq.curve_fit_batch(gaussian, x, y, p0=truth * 0.9).popt)
+
+    outer = nlsq.curve_fit_batch(gaussian, x, y, p0=truth * 0.9, progress=progress)
+    assert len(inner) == 1
+    np.testing.assert_allclose(inner[0], truth, rtol=1e-8)
+    np.testing.assert_allclose(outer.popt, truth, rtol=1e-8)

@@ -28,8 +28,9 @@ BATCH_ADVICE = (
 
 #: Held while a batch has programs in flight. Two threads running vmapped batch
 #: programs at once can deadlock inside XLA:CPU (both wait forever for their
-#: results), so batches from different threads run one after the other.
-_IN_FLIGHT = threading.Lock()
+#: results), so batches from different threads run one after the other. Reentrant:
+#: a progress callback may itself run a batch.
+_IN_FLIGHT = threading.RLock()
 
 
 class BatchProgress:
