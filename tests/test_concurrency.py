@@ -245,5 +245,6 @@ def test_a_progress_callback_may_run_a_batch() -> None:
 
     outer = nlsq.curve_fit_batch(gaussian, x, y, p0=truth * 0.9, progress=progress)
     assert len(inner) == 1
-    np.testing.assert_allclose(inner[0], truth, rtol=1e-8)
-    np.testing.assert_allclose(outer.popt, truth, rtol=1e-8)
+    # Exact data: both fits find the true parameters (to the default tolerances).
+    np.testing.assert_allclose(inner[0], truth, rtol=1e-6)
+    np.testing.assert_allclose(outer.popt, truth, rtol=1e-6)
