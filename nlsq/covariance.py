@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 from jax import Array
 
+from nlsq.small_linalg import householder_r, jacobi_svd
 
-def unscaled_covariance(J: Array, n_residuals: Array | int) -> Array:
+
+def unscaled_covariance(J: Array, n_residuals: Array | int, small_linalg: bool = False) -> Array:
     """Moore-Penrose inverse of ``J^T J``, dropping negligible singular values.
 
     Singular values at or below ``eps * max(m, n) * s_max`` are discarded, so a
@@ -23,6 +25,9 @@ def unscaled_covariance(J: Array, n_residuals: Array | int) -> Array:
     n_residuals : int or Array
         Number of real residuals (``m``, or fewer when ``J`` has padding rows of
         zeros); it sets the rank threshold.
+    small_linalg : bool
+        Factorise with :mod:`nlsq.small_linalg` instead of LAPACK (for ``vmap``-ed
+        batches of fits with few parameters).
 
     Returns
     -------
@@ -30,8 +35,12 @@ def unscaled_covariance(J: Array, n_residuals: Array | int) -> Array:
     """
     m, n = J.shape
     eps = jnp.finfo(J.dtype).eps
-    factor = jnp.linalg.qr(J, mode="r") if m > n else J
-    _, s, VT = jnp.linalg.svd(factor, full_matrices=False)
+    if small_linalg and m > n:
+        _, s, V = jacobi_svd(householder_r(J))
+        VT = V.T
+    else:
+        factor = jnp.linalg.qr(J, mode="r") if m > n else J
+        _, s, VT = jnp.linalg.svd(factor, full_matrices=False)
     threshold = eps * jnp.maximum(n_residuals, n) * s[0]
     kept = s > threshold
     weights = jnp.where(kept, 1 / jnp.where(kept, s, 1.0) ** 2, 0.0)

@@ -40,6 +40,7 @@ import nlsq
 from nlsq import BatchResult, CurveFit, config, curve_fit_batch
 from nlsq.batch_result import INVALID_INPUT, NOT_FINITE_AT_P0
 from nlsq.plan import budget as batch_module
+from nlsq.prepare import batch as prepare_batch_module
 
 RTOL = 1e-10
 #: The batch may differ from a single fit by this many times the largest move that
@@ -288,7 +289,16 @@ def test_xdata_layouts(layout: str) -> None:
         assert_fit_matches(result, i, single(model, xi, y[i], p0=P0))
 
 
-def test_batch_matches_scipy() -> None:
+@pytest.fixture(params=["lapack", "small_linalg"])
+def factorisation(request, monkeypatch) -> str:
+    """Run a test with the batch's LAPACK factorisations and again with
+    :mod:`nlsq.small_linalg`'s (which large batches use)."""
+    if request.param == "small_linalg":
+        monkeypatch.setattr(prepare_batch_module, "SMALL_LINALG_MIN_FITS", 1)
+    return request.param
+
+
+def test_batch_matches_scipy(factorisation) -> None:
     x, y = _x, _y
     sigma = SIGMA_PER_FIT
     bounds = ([0.0, 0.0, 0.0], [5.0, 1.2, 1.0])
@@ -416,7 +426,7 @@ def test_per_fit_input_errors_carry_curve_fits_message() -> None:
         assert_fit_matches(result, i, single(decay, x, y[i], p0=p0[i], bounds=(lb[i], ub[i])))
 
 
-def test_too_few_points_and_covariance_not_estimated() -> None:
+def test_too_few_points_and_covariance_not_estimated(factorisation) -> None:
     x, y = decay_data(seed=5)
     lengths = [M, 2, 3, M]
     xs = [x[:m] for m in lengths]
@@ -736,3 +746,59 @@ def test_tolerance_rule_rejects_a_wrong_fit() -> None:
     )
     with pytest.raises(AssertionError):
         assert_fit_matches(wrong, 0, reference)
+
+
+def test_large_trf_batches_with_few_parameters_factorise_without_lapack(monkeypatch) -> None:
+    from nlsq.prepare.batch import SMALL_LINALG_MAX_PARAMETERS, batch_solver_spec, prepare_batch
+
+    x, y = decay_data(n_fits=3, seed=21)
+
+    def spec(method, f=decay, p0=P0[:3]):
+        batch = prepare_batch(
+            f, x, y, p0, None, (-np.inf, np.inf), method, None, None, True, None, {}
+        )
+        return batch_solver_spec(batch)
+
+    assert not spec("trf").small_linalg
+    monkeypatch.setattr(prepare_batch_module, "SMALL_LINALG_MIN_FITS", 3)
+    assert spec(None).small_linalg and spec("trf").small_linalg
+    assert not spec("dogbox").small_linalg and not spec("lm").small_linalg
+
+    def many(x, *p):
+        return sum(c * x**k for k, c in enumerate(p))
+
+    count = SMALL_LINALG_MAX_PARAMETERS + 1
+    assert not spec("trf", many, np.ones(count)).small_linalg
+    assert spec("trf", many, np.ones(count - 1)).small_linalg
+
+
+def test_memory_mapped_batch_streams_without_copying_the_data(tmp_path) -> None:
+    """A batch read from a memory map runs chunk by chunk: the host never holds a copy
+    of the data (the per-point flags of validation are an eighth of it each), and
+    progress comes after every chunk."""
+    import tracemalloc
+
+    n_fits, m = 4000, 512
+    x = np.linspace(0.0, 4.0, m)
+    truth = _truth(n_fits, 23)
+    path = tmp_path / "ydata.npy"
+    y = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=(n_fits, m))
+    y[:] = truth[:, :1] * np.exp(-truth[:, 1:2] * x) + truth[:, 2:]
+    y.flush()
+    del y
+    y = np.load(path, mmap_mode="r")
+    p0 = truth * 0.9
+    curve_fit_batch(decay, x, np.asarray(y[:10]), p0=p0[:10], fits_per_chunk=100)
+    done: list[int] = []
+    tracemalloc.start()
+    try:
+        result = curve_fit_batch(
+            decay, x, y, p0=p0, fits_per_chunk=100, progress=lambda d, t: done.append(d)
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.5 * y.nbytes, (peak, y.nbytes)
+    assert done == list(range(100, n_fits + 1, 100))
+    assert result.n_converged == n_fits
+    np.testing.assert_allclose(result.popt, truth, rtol=1e-6)

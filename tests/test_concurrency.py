@@ -172,3 +172,79 @@ def test_program_cache_builds_once_per_key_under_contention() -> None:
     assert len(got) == N_THREADS
     assert len(builds) == 1
     assert cache.misses == 1 and cache.hits == N_THREADS - 1
+
+
+@pytest.mark.timeout(300)
+def test_two_threads_run_batches_at_once() -> None:
+    """Two threads calling ``curve_fit_batch`` together both finish (XLA:CPU can
+    deadlock when two vmapped batch programs are in flight at once), with scipy's
+    answers."""
+    n_fits, m, rounds = 600, 64, 3
+    x = np.linspace(-2.0, 2.0, m)
+    rng = np.random.default_rng(5)
+    truth = np.column_stack(
+        [
+            rng.uniform(1, 3, 2 * n_fits),
+            rng.uniform(-0.5, 0.5, 2 * n_fits),
+            rng.uniform(0.5, 1, 2 * n_fits),
+        ]
+    )
+    y = np.stack([np.asarray(gaussian(x, *t)) for t in truth])
+    y += 0.01 * rng.standard_normal(y.shape)
+    halves = (slice(0, n_fits), slice(n_fits, 2 * n_fits))
+    p0 = truth * 0.9 + 0.05
+    nlsq.curve_fit_batch(gaussian, x, y[:n_fits], p0=p0[:n_fits], fits_per_chunk=256)
+    barrier = threading.Barrier(2)
+    results: dict[int, list] = {0: [], 1: []}
+    errors: list[BaseException] = []
+
+    def worker(half: int) -> None:
+        try:
+            for _ in range(rounds):
+                barrier.wait(timeout=60)
+                part = halves[half]
+                results[half].append(
+                    nlsq.curve_fit_batch(gaussian, x, y[part], p0=p0[part], fits_per_chunk=256)
+                )
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(h,), daemon=True) for h in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=240)
+    assert not any(thread.is_alive() for thread in threads), "a batch thread hangs"
+    assert not errors, errors
+    for half, part in enumerate(halves):
+        assert len(results[half]) == rounds
+        for index in (0, n_fits // 2, n_fits - 1):
+            fit = part.start + index
+            with warnings.catch_warnings(), jax.enable_x64(True):
+                warnings.simplefilter("ignore")
+                popt, pcov = so.curve_fit(
+                    gaussian, x, y[fit], p0=p0[fit], method="trf", jac=gaussian_jac
+                )
+            for result in results[half]:
+                assert result.success[index]
+                np.testing.assert_allclose(result.popt[index], popt, rtol=1e-8)
+                np.testing.assert_allclose(result.pcov[index], pcov, rtol=1e-6)
+
+
+@pytest.mark.timeout(120)
+def test_a_progress_callback_may_run_a_batch() -> None:
+    """The lock that keeps batches of different threads apart lets the thread that
+    holds it run another batch (from its progress callback)."""
+    x = np.linspace(-2.0, 2.0, 32)
+    truth = np.array([[2.0, 0.1, 0.7], [1.5, -0.2, 0.9]])
+    y = np.stack([np.asarray(gaussian(x, *t)) for t in truth])
+    inner = []
+
+    def progress(done: int, total: int) -> None:
+        inner.append(nlsq.curve_fit_batch(gaussian, x, y, p0=truth * 0.9).popt)
+
+    outer = nlsq.curve_fit_batch(gaussian, x, y, p0=truth * 0.9, progress=progress)
+    assert len(inner) == 1
+    # Exact data: both fits find the true parameters (to the default tolerances).
+    np.testing.assert_allclose(inner[0], truth, rtol=1e-6)
+    np.testing.assert_allclose(outer.popt, truth, rtol=1e-6)

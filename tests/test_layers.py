@@ -25,6 +25,7 @@ LAYERS = (
             "nlsq.loss",
             "nlsq.finite_diff",
             "nlsq.jacobian",
+            "nlsq.small_linalg",
             "nlsq.covariance",
             "nlsq.implicit",
         ),

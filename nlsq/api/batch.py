@@ -68,7 +68,8 @@ def curve_fit_batch(
         at least two axes is taken as per fit), or a list of ``B`` arrays.
     ydata : array_like, shape (B, M), or list of B 1-D arrays
         One row per fit. A list of arrays of different lengths fits each on its own
-        points (ragged data).
+        points (ragged data). A memory map (``np.load(path, mmap_mode="r")``) is read
+        chunk by chunk, never copied whole.
     p0 : array_like, shape (n,) or (B, n), optional
         Initial guesses, shared or per fit; by default as ``curve_fit`` per fit.
     sigma : None, scalar, or array_like, optional
@@ -120,6 +121,11 @@ def curve_fit_batch(
     ValueError, TypeError
         For arguments that are wrong for the whole batch (shapes, options), with
         ``curve_fit``'s messages where it has one.
+
+    Notes
+    -----
+    Calls from several threads run one after the other (two batch programs in flight
+    at once can deadlock XLA:CPU).
     """
     for name, message in _REJECTED_OPTIONS.items():
         # Their "off" values (None, 0, False) are accepted, for drop-in calls.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,13 @@ BATCH_ADVICE = (
     "(fits_per_chunk=...) or a lower memory budget (memory_budget=..., setting "
     "large.memory_budget, environment variable NLSQ_MEMORY_BUDGET)."
 )
+
+
+#: Held while a batch has programs in flight. Two threads running vmapped batch
+#: programs at once can deadlock inside XLA:CPU (both wait forever for their
+#: results), so batches from different threads run one after the other. Reentrant:
+#: a progress callback may itself run a batch.
+_IN_FLIGHT = threading.RLock()
 
 
 class BatchProgress:
@@ -62,8 +70,13 @@ class BatchProgress:
             self.bar.close()
 
 
-def _take(array: np.ndarray | None, per_fit: bool, index: np.ndarray) -> np.ndarray | None:
-    return array[index] if (per_fit and array is not None) else array
+def _take(
+    array: np.ndarray | None, per_fit: bool, index: np.ndarray, dtype: Any = None
+) -> np.ndarray | None:
+    """The rows ``index`` of a per-fit input (cast to ``dtype``); a shared one as it is."""
+    if not per_fit or array is None:
+        return array
+    return np.asarray(array[index], dtype=dtype)
 
 
 def run_batch_chunks(
@@ -78,19 +91,43 @@ def run_batch_chunks(
     """Run the fits ``run`` (indices) in chunks of ``length``; summaries and pcov.
 
     The last chunk is filled up with copies of its first fit, so that every call has
-    the compiled shape; the copies' results are dropped.
+    the compiled shape; the copies' results are dropped. Batches called from several
+    threads at once run one after the other.
     """
+    if not _IN_FLIGHT.acquire(blocking=False):
+        logger.debug("curve_fit_batch: waiting for another thread's batch to finish")
+        _IN_FLIGHT.acquire()
+    try:
+        return _run_chunks(program, arrays, layout, options, run, length, progress)
+    finally:
+        _IN_FLIGHT.release()
+
+
+def _run_chunks(
+    program: Callable,
+    arrays: dict[str, Any],
+    layout: BatchLayout,
+    options: ValidatedOptions,
+    run: np.ndarray,
+    length: int,
+    progress: BatchProgress,
+) -> tuple[np.ndarray, np.ndarray]:
     real = options.dtype
     inputs = options.inputs
     scalars = inputs.controls(real)
-    summaries, covariances = [], []
+    n = inputs.x0.size
+    # Filled chunk by chunk: the host holds one copy of the results, never a list of
+    # chunks and their concatenation.
+    summaries = np.empty((run.size, 3 * n + len(SCALAR_FIELDS)), real)
+    covariances = np.empty((run.size, n, n), real)
     pending: list = []
+    chunks = {"done": 0, "count": 0}
 
     def dispatch(index: np.ndarray) -> Any:
         data = (
-            _take(arrays["xdata"], layout.x_per_fit, index),
-            arrays["ydata"][index],
-            _take(arrays["transform"], layout.sigma_per_fit, index),
+            _take(arrays["xdata"], layout.x_per_fit, index, real),
+            _take(arrays["ydata"], True, index, real),
+            _take(arrays["transform"], layout.sigma_per_fit, index, real),
         )
         lb = _take(arrays["lb"], layout.bounds_per_fit, index)
         ub = _take(arrays["ub"], layout.bounds_per_fit, index)
@@ -99,29 +136,26 @@ def run_batch_chunks(
         return summary, pcov
 
     def collect() -> None:
-        count, outputs = pending.pop(0)
+        start, count, outputs = pending.pop(0)
         with device_scope(BATCH_ADVICE):
             summary, pcov = jax.device_get(outputs)
-        summaries.append(np.asarray(summary)[:count])
-        covariances.append(np.asarray(pcov)[:count])
-        done = sum(len(s) for s in summaries)
-        progress.update(done, len(summaries), count)
+        summaries[start : start + count] = np.asarray(summary)[:count]
+        covariances[start : start + count] = np.asarray(pcov)[:count]
+        chunks["done"] += count
+        chunks["count"] += 1
+        progress.update(chunks["done"], chunks["count"], count)
 
-    starts = range(0, run.size, length)
-    for start in starts:
+    for start in range(0, run.size, length):
         index = run[start : start + length]
         count = index.size
         if count < length:
             index = np.concatenate([index, np.full(length - count, index[0])])
         with device_scope(BATCH_ADVICE):
             outputs = dispatch(index)
-        pending.append((count, outputs))
+        pending.append((start, count, outputs))
         # One chunk in flight while the previous one's results come back.
         if len(pending) > 1:
             collect()
     while pending:
         collect()
-    n = inputs.x0.size
-    if not summaries:
-        return np.zeros((0, 3 * n + len(SCALAR_FIELDS))), np.zeros((0, n, n))
-    return np.concatenate(summaries), np.concatenate(covariances)
+    return summaries, covariances

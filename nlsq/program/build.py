@@ -152,6 +152,8 @@ def program_function(residual: Residual, jacobian: Residual | None, spec: Solver
             solver_options["callback"] = host_callback_hook(dispatch_callback, token)
         if spec.jac_nfev:
             solver_options["jac_nfev"] = spec.jac_nfev
+        if spec.small_linalg:
+            solver_options["small_linalg"] = True
 
         def model_residual(x: jax.Array) -> jax.Array:
             return as_residual_vector(residual(x, data), dtype)
@@ -208,7 +210,9 @@ def program_function(residual: Residual, jacobian: Residual | None, spec: Solver
             if spec.lm_factors:
                 pcov = (pcov, raw.fjac, raw.ipvt, raw.qtf)
         elif spec.with_covariance:
-            pcov = unscaled_covariance(raw.jac, m if n_residuals is None else n_residuals)
+            pcov = unscaled_covariance(
+                raw.jac, m if n_residuals is None else n_residuals, spec.small_linalg
+            )
         return pack_summary(raw), raw.fun, raw.jac, pcov
 
     return program

@@ -42,6 +42,9 @@ class SolverSpec:
     #: 'lm' with covariance: also return MINPACK's ``(fjac, ipvt, qtf)`` with it
     #: (``curve_fit(method='lm', full_output=True)``).
     lm_factors: bool = False
+    #: 'trf' factorises with :mod:`nlsq.small_linalg` instead of LAPACK (vectorised
+    #: across a vmapped batch of fits with few parameters).
+    small_linalg: bool = False
 
 
 #: Counts are capped here: float64 holds every integer below it exactly, and no fit

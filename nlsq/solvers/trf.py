@@ -21,6 +21,7 @@ from jax import Array, lax
 
 from nlsq.bounds import cl_scaling_vector, find_active_constraints, make_strictly_feasible
 from nlsq.loss import LossFunction, evaluate_loss, loss_cost, scale_for_robust_loss
+from nlsq.small_linalg import householder_r, jacobi_svd
 from nlsq.solvers.progress import TracedCallback, callback_halts, report_iteration
 from nlsq.solvers.scaling import compute_jac_scale
 from nlsq.solvers.step import select_step
@@ -122,7 +123,7 @@ class _InnerState(NamedTuple):
 
 
 def svd_of_scaled_jacobian(
-    J_h: Array, f: Array, diag_h: Array | None
+    J_h: Array, f: Array, diag_h: Array | None, small_linalg: bool = False
 ) -> tuple[Array, Array, Array]:
     """SVD quantities ``(s, V, U^T f_aug)`` of ``[J_h; diag(sqrt(diag_h))]``.
 
@@ -130,6 +131,8 @@ def svd_of_scaled_jacobian(
     QR factorisation of ``[A | f_aug]`` (only ``R`` is formed: its last column holds
     ``Q^T f_aug``), and the small ``n x n`` factor is decomposed. This gives the same
     singular values and step as a direct SVD at a fraction of the cost for ``m >> n``.
+    ``small_linalg`` takes both factorisations from :mod:`nlsq.small_linalg`, which
+    vectorise across a ``vmap``-ed batch instead of calling LAPACK once per member.
     """
     n = J_h.shape[1]
     if diag_h is not None:
@@ -137,6 +140,10 @@ def svd_of_scaled_jacobian(
         b = jnp.concatenate([f, jnp.zeros(n, f.dtype)])
     else:
         A, b = J_h, f
+    if A.shape[0] > n and small_linalg:
+        R_aug = householder_r(jnp.concatenate([A, b[:, None]], axis=1))
+        U, s, V = jacobi_svd(R_aug[:n, :n])
+        return s, V, U.T @ R_aug[:n, n]
     if A.shape[0] > n:
         R_aug = jnp.linalg.qr(jnp.concatenate([A, b[:, None]], axis=1), mode="r")
         R, qtb = R_aug[:n, :n], R_aug[:n, n]
@@ -169,7 +176,12 @@ def svd_from_gram(
 
 
 def _trust_region_svd(
-    J_h: Array | Gram, f: Array, g_h: Array, diag_h: Array | None, eps: float
+    J_h: Array | Gram,
+    f: Array,
+    g_h: Array,
+    diag_h: Array | None,
+    eps: float,
+    small_linalg: bool = False,
 ) -> tuple[Array, Array, Array, Array | Gram, Array | None]:
     """SVD quantities ``(s, V, U^T f_aug)`` and the quadratic model's matrix and diagonal.
 
@@ -182,7 +194,7 @@ def _trust_region_svd(
     if isinstance(J_h, Gram):
         s, V, uf = svd_from_gram(J_h.matrix, g_h, diag_h, eps)
         return s, V, uf, J_h, diag_h
-    s, V, uf = svd_of_scaled_jacobian(J_h, f, diag_h)
+    s, V, uf = svd_of_scaled_jacobian(J_h, f, diag_h, small_linalg)
     return s, V, uf, s[:, None] * V.T, None
 
 
@@ -205,6 +217,7 @@ def trf(
     verbose: int = 0,
     residual_mask: Array | None = None,
     callback: TracedCallback | None = None,
+    small_linalg: bool = False,
 ) -> TRFResult:
     """Minimise ``0.5 * sum(rho(fun(x)**2))`` subject to ``lb <= x <= ub``.
 
@@ -243,6 +256,9 @@ def trf(
     callback : callable, optional
         Hook from :func:`nlsq.solvers.progress.host_callback_hook`, called after
         each iteration; True stops with status -2.
+    small_linalg : bool
+        Factorise with :mod:`nlsq.small_linalg` instead of LAPACK (static; for
+        ``vmap``-ed batches of fits with few parameters).
 
     Returns
     -------
@@ -291,6 +307,7 @@ def trf(
         jac_scale=jac_scale,
         verbose=verbose,
         callback=callback,
+        small_linalg=small_linalg,
     )
 
 
@@ -311,6 +328,7 @@ def trf_loop(
     jac_scale: bool,
     verbose: int = 0,
     callback: TracedCallback | None = None,
+    small_linalg: bool = False,
 ) -> TRFResult:
     """The TRF iteration on any Jacobian representation.
 
@@ -330,6 +348,7 @@ def trf_loop(
         Number of real residuals (the ``m`` of the rank test); None: the length
         of the residuals.
     lb, ub, ftol, xtol, gtol, max_nfev, x_scale, bounded, jac_scale, verbose, callback
+    small_linalg
         As for :func:`trf`.
 
     Returns
@@ -413,7 +432,9 @@ def trf_loop(
         g_h = d * g
         J_h = scale_columns(state.J, d)
         diag_h = g * dv * state.scale if bounded else None
-        s, V, uf, J_model, diag_model = _trust_region_svd(J_h, state.f, g_h, diag_h, eps)
+        s, V, uf, J_model, diag_model = _trust_region_svd(
+            J_h, state.f, g_h, diag_h, eps, small_linalg
+        )
         theta = jnp.maximum(0.995, 1 - state.g_norm)
         x_norm = jnp.linalg.norm(x)
 
