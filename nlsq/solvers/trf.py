@@ -22,8 +22,10 @@ from jax import Array, lax
 from nlsq.bounds import cl_scaling_vector, find_active_constraints, make_strictly_feasible
 from nlsq.loss import LossFunction, evaluate_loss, loss_cost, scale_for_robust_loss
 from nlsq.solvers.progress import TracedCallback, callback_halts, report_iteration
+from nlsq.solvers.lsmr import LsmrOptions
 from nlsq.solvers.scaling import compute_jac_scale
 from nlsq.solvers.step import select_step
+from nlsq.solvers.subspace import lsmr_subspace, solve_trust_region_2d
 from nlsq.solvers.termination import (
     CALLBACK_STOP,
     INITIAL_NOT_FINITE,
@@ -205,6 +207,9 @@ def trf(
     verbose: int = 0,
     residual_mask: Array | None = None,
     callback: TracedCallback | None = None,
+    tr_solver: str = "exact",
+    lsmr_options: LsmrOptions | None = None,
+    regularize: bool = True,
 ) -> TRFResult:
     """Minimise ``0.5 * sum(rho(fun(x)**2))`` subject to ``lb <= x <= ub``.
 
@@ -243,6 +248,14 @@ def trf(
     callback : callable, optional
         Hook from :func:`nlsq.solvers.progress.host_callback_hook`, called after
         each iteration; True stops with status -2.
+    tr_solver : {'exact', 'lsmr'}
+        Trust-region subproblem solver (static): an SVD of the scaled Jacobian, or
+        scipy's LSMR step on a 2-D subspace, which only needs products with ``J``
+        and so also takes a :class:`~nlsq.solvers.sparse.SparseJacobian`.
+    lsmr_options : LsmrOptions, optional
+        LSMR's options for ``tr_solver='lsmr'`` (static).
+    regularize : bool
+        scipy's ``tr_options['regularize']`` for ``tr_solver='lsmr'`` (static).
 
     Returns
     -------
@@ -291,6 +304,9 @@ def trf(
         jac_scale=jac_scale,
         verbose=verbose,
         callback=callback,
+        tr_solver=tr_solver,
+        lsmr_options=lsmr_options,
+        regularize=regularize,
     )
 
 
@@ -311,6 +327,9 @@ def trf_loop(
     jac_scale: bool,
     verbose: int = 0,
     callback: TracedCallback | None = None,
+    tr_solver: str = "exact",
+    lsmr_options: LsmrOptions | None = None,
+    regularize: bool = True,
 ) -> TRFResult:
     """The TRF iteration on any Jacobian representation.
 
@@ -330,6 +349,8 @@ def trf_loop(
         Number of real residuals (the ``m`` of the rank test); None: the length
         of the residuals.
     lb, ub, ftol, xtol, gtol, max_nfev, x_scale, bounded, jac_scale, verbose, callback
+        As for :func:`trf`.
+    tr_solver, lsmr_options, regularize
         As for :func:`trf`.
 
     Returns
@@ -413,7 +434,21 @@ def trf_loop(
         g_h = d * g
         J_h = scale_columns(state.J, d)
         diag_h = g * dv * state.scale if bounded else None
-        s, V, uf, J_model, diag_model = _trust_region_svd(J_h, state.f, g_h, diag_h, eps)
+        if tr_solver == "lsmr":
+            subspace = lsmr_subspace(
+                J_h, state.f, g_h, diag_h, state.Delta, lsmr_options or LsmrOptions(), regularize
+            )
+            J_model, diag_model = J_h, diag_h
+
+            def trust_region_step(Delta: Array, alpha: Array) -> tuple[Array, Array]:
+                return subspace.basis @ solve_trust_region_2d(subspace.B, subspace.g, Delta), alpha
+
+        else:
+            s, V, uf, J_model, diag_model = _trust_region_svd(J_h, state.f, g_h, diag_h, eps)
+
+            def trust_region_step(Delta: Array, alpha: Array) -> tuple[Array, Array]:
+                return solve_lsq_trust_region(n, n_residuals, uf, s, V, Delta, alpha, eps)
+
         theta = jnp.maximum(0.995, 1 - state.g_norm)
         x_norm = jnp.linalg.norm(x)
 
@@ -423,9 +458,7 @@ def trf_loop(
             )
 
         def inner_body(inner: _InnerState) -> _InnerState:
-            p_h, alpha = solve_lsq_trust_region(
-                n, n_residuals, uf, s, V, inner.Delta, inner.alpha, eps
-            )
+            p_h, alpha = trust_region_step(inner.Delta, inner.alpha)
             if bounded:
                 p = d * p_h
                 step, step_h, predicted = select_step(
@@ -434,7 +467,7 @@ def trf_loop(
                 x_new = make_strictly_feasible(x + step, lb, ub, rstep=0)
             else:
                 step_h = p_h
-                predicted = -evaluate_quadratic(J_model, g_h, step_h)
+                predicted = -evaluate_quadratic(J_model, g_h, step_h, diag=diag_model)
                 step = d * step_h
                 x_new = x + step
             trial = evaluate(x_new)
