@@ -21,8 +21,8 @@ from jax import Array, lax
 
 from nlsq.bounds import cl_scaling_vector, find_active_constraints, make_strictly_feasible
 from nlsq.loss import LossFunction, evaluate_loss, loss_cost, scale_for_robust_loss
-from nlsq.solvers.progress import TracedCallback, callback_halts, report_iteration
 from nlsq.solvers.lsmr import LsmrOptions
+from nlsq.solvers.progress import TracedCallback, callback_halts, report_iteration
 from nlsq.solvers.scaling import compute_jac_scale
 from nlsq.solvers.step import select_step
 from nlsq.solvers.subspace import lsmr_subspace, solve_trust_region_2d
