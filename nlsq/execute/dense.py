@@ -33,6 +33,7 @@ from nlsq.program.spec import SolverSpec
 from nlsq.solvers.progress import print_header
 from nlsq.solvers.termination import INITIAL_NOT_FINITE, TERMINATION_MESSAGES
 from nlsq.solvers.trf import TRFResult
+from nlsq.sparsity import SparsityPattern, sparsity_pattern
 
 
 def solve(
@@ -44,12 +45,16 @@ def solve(
     with_covariance: bool,
     n_residuals: int | None = None,
     lm_factors: bool = False,
+    pattern: SparsityPattern | None = None,
+    jacobian_values: bool = False,
 ) -> tuple[TRFResult, Any, dict]:
     """Run the cached compiled program for a validated problem.
 
     ``n_residuals`` is the number of real residuals when ``data`` is padded to a
     size bucket (``None``: not padded). ``lm_factors`` (method 'lm' with covariance)
-    also returns MINPACK's factorisation, for ``leastsq``'s ``infodict``.
+    also returns MINPACK's factorisation, for ``leastsq``'s ``infodict``. A sparse
+    Jacobian has the nonzero ``pattern`` (by default that of ``jac_sparsity``), and
+    ``jacobian_values`` says that the program's ``jacobian`` returns its values.
 
     Returns
     -------
@@ -67,6 +72,8 @@ def solve(
     ValueError
         If the residuals at the initial point are not finite.
     """
+    if pattern is None and options.jac_sparsity is not None:
+        pattern = sparsity_pattern(options.jac_sparsity)
     spec = SolverSpec(
         method=options.method,
         bounded=options.bounded,
@@ -82,7 +89,14 @@ def solve(
         jac_nfev=options.jac_nfev,
         jac_scheme=options.jac_scheme,
         diff_step=options.diff_step,
+        tr_solver="lsmr" if options.tr_solver == "lsmr" else "exact",
+        lsmr_options=options.lsmr_options,
+        regularize=options.regularize,
+        sparsity=None if pattern is None else (*pattern.shape, pattern.n_groups),
+        jacobian_values=jacobian_values,
     )
+    if pattern is not None:
+        data = (data, (pattern.rows, pattern.cols, pattern.groups))
     program = cached_program("single", model_key, spec, lambda: build_program(*build(), spec))
     if options.verbose == 2 and options.method != "lm":
         print_header()
@@ -205,6 +219,7 @@ def _solve_traced(
     if (
         jac_at is None
         and options.jac_scheme is None
+        and options.jac_sparsity is None
         and config.get("cache_config.size_buckets")
         and isinstance(xdata, np.ndarray)
         and xdata.ndim >= 1

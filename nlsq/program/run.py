@@ -8,10 +8,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.sparse import csr_matrix
 
 from nlsq.cache import stats
 from nlsq.program.context import program_run
 from nlsq.program.spec import SolverInputs
+from nlsq.solvers.sparse import SparseJacobian
 from nlsq.solvers.trf import TRFResult
 
 #: What to do when the in-memory fit runs out of memory (the m x n Jacobian and its
@@ -54,6 +56,27 @@ class DeviceRows:
         """The rows as a float64 NumPy array (fetched once)."""
         if self._host is None:
             self._host = np.asarray(self._array, dtype=float)[: self._rows]
+        return self._host
+
+
+class DeviceSparse:
+    """A sparse Jacobian left on the device until asked for; scipy's CSR matrix
+    on the host."""
+
+    def __init__(self, jac: SparseJacobian) -> None:
+        self._jac = jac
+        self._host: csr_matrix | None = None
+
+    def __len__(self) -> int:
+        return self._jac.shape[0]
+
+    def numpy(self) -> csr_matrix:
+        """The matrix as ``scipy.sparse.csr_matrix`` (fetched once)."""
+        if self._host is None:
+            values, rows, cols = jax.device_get((self._jac.values, self._jac.rows, self._jac.cols))
+            self._host = csr_matrix(
+                (np.asarray(values, dtype=float), (rows, cols)), shape=self._jac.shape
+            )
         return self._host
 
 
@@ -101,7 +124,8 @@ def run_program(
         )
         summary, fun, jac, pcov = outputs
         summary, pcov = jax.device_get((summary, pcov))
-    raw = unpack_summary(
-        summary, DeviceRows(fun, n_residuals), DeviceRows(jac, n_residuals), inputs.x0.size
+    jac_rows = (
+        DeviceSparse(jac) if isinstance(jac, SparseJacobian) else DeviceRows(jac, n_residuals)
     )
+    raw = unpack_summary(summary, DeviceRows(fun, n_residuals), jac_rows, inputs.x0.size)
     return raw, pcov, stats.summary(call)

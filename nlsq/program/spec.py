@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nlsq.loss import LossFunction
+from nlsq.solvers.lsmr import LsmrOptions
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,17 @@ class SolverSpec:
     #: 'lm' with covariance: also return MINPACK's ``(fjac, ipvt, qtf)`` with it
     #: (``curve_fit(method='lm', full_output=True)``).
     lm_factors: bool = False
+    #: Trust-region subproblem solver of 'trf' and 'dogbox': 'exact' or 'lsmr', with
+    #: LSMR's options and scipy's ``regularize``.
+    tr_solver: str = "exact"
+    lsmr_options: LsmrOptions | None = None
+    regularize: bool = True
+    #: A sparse Jacobian: ``(m, n, n_groups)`` of its pattern, whose index arrays
+    #: ``(rows, cols, groups)`` then come with the data as ``(data, pattern)``.
+    #: Without a ``jacobian`` it is formed from one derivative per column group.
+    sparsity: tuple[int, int, int] | None = None
+    #: ``jacobian`` returns the pattern's nonzero values (a sparse host Jacobian).
+    jacobian_values: bool = False
 
 
 @dataclass(frozen=True)

@@ -178,3 +178,11 @@ def colored_difference_jacobian(
         return SparseJacobian(values, coloring.rows, coloring.cols, (coloring.m, n))
 
     return jac
+
+
+def gram_matrix(J: SparseJacobian, batch_size: int = 64) -> Array:
+    """``J^T J`` (dense, ``n x n``), column by column: never more than ``batch_size``
+    columns of ``J`` (length ``m``) at a time."""
+    n = J.shape[1]
+    eye = jnp.eye(n, dtype=J.dtype)
+    return jax.lax.map(lambda e: J.T @ (J @ e), eye, batch_size=batch_size)
