@@ -143,3 +143,19 @@ def _cached_groups(digest: str, structure: Any) -> np.ndarray:
         groups = group_columns(structure)
         _GROUPS[digest] = groups
     return groups
+
+
+def fixed_pattern(J0: Any) -> SparsityPattern:
+    """The stored entries of a sparse Jacobian ``J0`` as a pattern (its explicit
+    zeros included: they may be nonzero elsewhere); no column groups."""
+    coo = coo_matrix(J0)
+    coo.sum_duplicates()
+    order = np.lexsort((coo.col, coo.row))
+    rows = coo.row[order].astype(np.int64)
+    cols = coo.col[order].astype(np.int64)
+    m, n = coo.shape
+    digest = xxhash.xxh3_128_hexdigest(
+        np.asarray([m, n], np.int64).tobytes() + rows.tobytes() + cols.tobytes()
+    )
+    groups = np.zeros(n, np.int64)
+    return SparsityPattern((m, n), rows, cols, groups, 1, digest)

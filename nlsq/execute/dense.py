@@ -4,20 +4,28 @@ called on the host."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
-from scipy.sparse import issparse
+from scipy.sparse import csr_array, issparse
 from scipy.sparse.linalg import LinearOperator
 
 from nlsq import config
-from nlsq.host import host_callable, host_fit, runs_on_host, warn_once
+from nlsq.host import (
+    host_callable,
+    host_fit,
+    host_linear_operator,
+    host_operator_jacobian,
+    runs_on_host,
+    warn_once,
+)
 from nlsq.identity import model_key
 from nlsq.pointwise import acts_pointwise_once
 from nlsq.prepare.arguments import PreparedFit, finite_difference_options, split_arguments
-from nlsq.prepare.options import ValidatedOptions
+from nlsq.prepare.options import ValidatedOptions, lsmr_settings
 from nlsq.program.build import build_program, cached_program
 from nlsq.program.callback import callback_fit
 from nlsq.program.model import (
@@ -33,7 +41,7 @@ from nlsq.program.spec import SolverSpec
 from nlsq.solvers.progress import print_header
 from nlsq.solvers.termination import INITIAL_NOT_FINITE, TERMINATION_MESSAGES
 from nlsq.solvers.trf import TRFResult
-from nlsq.sparsity import SparsityPattern, sparsity_pattern
+from nlsq.sparsity import SparsityPattern, fixed_pattern, sparsity_pattern
 
 
 def solve(
@@ -320,22 +328,52 @@ def _solve_model_on_host(
         return solve(options, host_key, build, data, with_covariance=True, lm_factors=lm_factors)
 
 
-def _refuse_sparse_jacobian(J0: Any, options: ValidatedOptions) -> None:
-    """scipy's error for a sparse ``J0`` where it has one, else ``NotImplementedError``.
-
-    scipy solves problems with sparse Jacobians by 'trf' or 'dogbox' with
-    ``tr_solver='lsmr'``, which nlsq does not have.
-    """
+def _sparse_jacobian_options(J0: Any, options: ValidatedOptions) -> ValidatedOptions:
+    """The options for a sparse ``J0``: scipy's errors where it refuses one, else
+    ``tr_solver='lsmr'`` (scipy's choice for ``tr_solver=None``)."""
     if options.method == "lm":
         raise ValueError("method='lm' works only with dense Jacobian matrices.")
     if options.tr_solver == "exact":
         raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
     if isinstance(J0, LinearOperator) and options.jac_scale:
         raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
-    raise NotImplementedError(
-        "Sparse Jacobians (scipy.sparse matrices, LinearOperator) are not supported by "
-        "nlsq; return a dense array."
+    if options.tr_solver == "lsmr":
+        return options
+    if options.method == "dogbox" and "regularize" in dict(options.tr_options):
+        warnings.warn(
+            "The keyword 'regularize' in `tr_options` is not relevant for 'dogbox' method.",
+            stacklevel=5,
+        )
+    lsmr_options, regularize = lsmr_settings(dict(options.tr_options), options.method)
+    return dataclasses.replace(
+        options, tr_solver="lsmr", lsmr_options=lsmr_options, regularize=regularize
     )
+
+
+def _values_on_pattern(J: Any, pattern: SparsityPattern) -> np.ndarray:
+    """The entries of a sparse ``J`` at ``pattern``'s positions.
+
+    Raises
+    ------
+    ValueError
+        If ``J`` has a nonzero outside the pattern (the one ``jac`` had at ``x0``).
+    """
+    if not issparse(J):
+        raise TypeError("`jac` returned a dense array where it returned a sparse matrix at x0.")
+    A = csr_array(J)
+    if A.shape != pattern.shape:
+        raise ValueError(
+            f"The return value of `jac` has wrong shape: expected {pattern.shape}, "
+            f"actual {A.shape}."
+        )
+    values = np.asarray(A[pattern.rows, pattern.cols]).ravel()
+    if np.count_nonzero(A.data) > np.count_nonzero(values):
+        raise ValueError(
+            "`jac` returned a sparse matrix with nonzeros outside the pattern it had "
+            "at the initial point; return every entry that can be nonzero (explicit "
+            "zeros are kept)."
+        )
+    return values
 
 
 def solve_residuals_on_host(
@@ -362,8 +400,6 @@ def solve_residuals_on_host(
         As scipy: residuals of more than one dimension, fewer residuals than
         variables with 'lm', a Jacobian of the wrong shape, or a sparse one where
         scipy refuses it.
-    NotImplementedError
-        For a sparse Jacobian that scipy would accept (nlsq has no sparse solver).
     """
     x0 = options.inputs.x0.astype(options.dtype)
     initial = {}
@@ -390,6 +426,8 @@ def solve_residuals_on_host(
             return residual(x, data[0])
 
     device_jacobian = None
+    pattern = None
+    operator = False
     if jacobian is not None:
         if jac_on_host:
             shape = (f0.size, x0.size)
@@ -403,12 +441,32 @@ def solve_residuals_on_host(
                     f"{shape}, actual {J0.shape}."
                 )
             if sparse:
-                _refuse_sparse_jacobian(J0, options)
-            initial["jac"] = J0
-            jac_on_device = host_callable(jacobian, shape, "jac")
+                options = _sparse_jacobian_options(J0, options)
+            if isinstance(J0, LinearOperator):
+                operator_on_device = host_operator_jacobian(jacobian, *shape)
+                operator = True
 
-            def device_jacobian(x, data):
-                return jac_on_device(x, *data)
+                def device_jacobian(x, data):
+                    return operator_on_device(x, *data)
+
+            elif sparse:
+                pattern = fixed_pattern(J0)
+                initial["jac"] = _values_on_pattern(J0, pattern)
+                values_on_device = host_callable(
+                    lambda x, data: _values_on_pattern(jacobian(x, data), pattern),
+                    (pattern.nnz,),
+                    "jac",
+                )
+
+                def device_jacobian(x, data):
+                    return values_on_device(x, *data)
+
+            else:
+                initial["jac"] = J0
+                jac_on_device = host_callable(jacobian, shape, "jac")
+
+                def device_jacobian(x, data):
+                    return jac_on_device(x, *data)
 
         else:
 
@@ -417,7 +475,8 @@ def solve_residuals_on_host(
 
     elif options.jac_scheme is None:
         options = dataclasses.replace(options, jac_scheme="2-point")
-    host_key = (key, "host", fun_on_host, jac_on_host, f0.shape)
+    kind = "operator" if operator else "sparse" if pattern is not None else "dense"
+    host_key = (key, "host", fun_on_host, jac_on_host, f0.shape, kind)
     with host_fit(x0, initial) as token:
         raw, _, _ = solve(
             options,
@@ -425,8 +484,27 @@ def solve_residuals_on_host(
             lambda: (device_residual, device_jacobian),
             (data, token),
             with_covariance=False,
+            pattern=pattern,
+            jacobian_values=pattern is not None,
         )
+        if operator:
+            # The final operator, loss-scaled as scipy returns it, before the fit's
+            # operators are released.
+            raw = raw._replace(jac=HostJacobian(host_linear_operator(raw.jac.array, int(token))))
     return raw
+
+
+class HostJacobian:
+    """A Jacobian already on the host (a ``LinearOperator``), as a result field."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __len__(self) -> int:
+        return self._value.shape[0]
+
+    def numpy(self) -> Any:
+        return self._value
 
 
 def fit_residuals(

@@ -24,6 +24,7 @@ from nlsq.finite_diff import (
     finite_difference_jacobian,
     minpack_forward_jacobian,
 )
+from nlsq.host import HostOperator
 from nlsq.identity import model_key
 from nlsq.jacobian import autodiff_jacobian
 from nlsq.loss import resolve_loss
@@ -233,7 +234,11 @@ def program_function(residual: Residual, jacobian: Residual | None, spec: Solver
 
             def jac(x: jax.Array) -> jax.Array:
                 # scipy reads a callable jac's value as np.atleast_2d(jac(x)).
-                J = jnp.atleast_2d(jnp.asarray(jacobian(x, data))).astype(dtype)
+                J = jacobian(x, data)
+                if isinstance(J, HostOperator):
+                    # A host LinearOperator: products only (tr_solver='lsmr').
+                    return J if keep is None else J * keep[:, None].astype(dtype)
+                J = jnp.atleast_2d(jnp.asarray(J)).astype(dtype)
                 if J.shape != (m, n):
                     raise TraceTimeInputError(
                         "The return value of `jac` has wrong shape: expected "

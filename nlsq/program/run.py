@@ -46,6 +46,8 @@ class DeviceRows:
 
     def __init__(self, array: jax.Array, rows: int | None) -> None:
         self._array = array
+        #: The device value itself (a host operator's handle, for instance).
+        self.array = array
         self._rows = array.shape[0] if rows is None else rows
         self._host: np.ndarray | None = None
 
