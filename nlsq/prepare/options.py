@@ -69,7 +69,8 @@ def lsmr_settings(tr_options: dict | None, method: str) -> tuple[LsmrOptions, bo
         ``lsmr(..., **tr_options)`` raises it).
     """
     options = dict(tr_options or {})
-    regularize = bool(options.pop("regularize", True)) if method == "trf" else True
+    # dogbox has no use for it (scipy warns and drops it).
+    regularize = bool(options.pop("regularize", True))
     for key in options:
         if key not in LSMR_KEYWORDS:
             raise TypeError(f"lsmr() got an unexpected keyword argument '{key}'")

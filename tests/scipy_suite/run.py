@@ -197,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             expression,
             *map(str, paths),
         ]
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        # The tests run in a temporary directory: put this checkout's nlsq first.
+        root = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=path)
         subprocess.run(command, cwd=directory, env=env, check=False, stdout=subprocess.DEVNULL)
         records = outcomes(report)
 
