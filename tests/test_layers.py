@@ -20,7 +20,14 @@ LAYERS = (
     ("base", ("nlsq.errors", "nlsq.config", "nlsq.precision", "nlsq.transfer")),
     (
         "numerics",
-        ("nlsq.bounds", "nlsq.loss", "nlsq.finite_diff", "nlsq.jacobian", "nlsq.covariance"),
+        (
+            "nlsq.bounds",
+            "nlsq.loss",
+            "nlsq.finite_diff",
+            "nlsq.jacobian",
+            "nlsq.covariance",
+            "nlsq.sparsity",
+        ),
     ),
     ("solvers", ("nlsq.solvers",)),
     ("program", ("nlsq.program", "nlsq.cache", "nlsq.identity", "nlsq.host", "nlsq.pointwise")),
