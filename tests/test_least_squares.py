@@ -815,11 +815,18 @@ def test_sparse_jacobian_errors_match_scipy(kind: str | None, options: dict) -> 
 @pytest.mark.parametrize("kind", ["sparse", "operator"])
 def test_sparse_jacobian_scipy_accepts_is_solved_as_scipy(kind: str) -> None:
     """scipy solves it with tr_solver='lsmr', and so does nlsq."""
-    fun, jac = _sparse_trivial(kind)
-    ref = so.least_squares(fun, 2.0, jac=jac)
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.linalg import aslinearoperator
+
+    wrap = csr_matrix if kind == "sparse" else aslinearoperator
+
+    def jac(x):
+        return wrap(ROSENBROCK.np_jac(x))
+
+    ref = so.least_squares(ROSENBROCK.np_fun, [2.0, 2.0], jac=jac)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumPyModelWarning)
-        res = nlsq.least_squares(fun, 2.0, jac=jac)
+        res = nlsq.least_squares(ROSENBROCK.np_fun, [2.0, 2.0], jac=jac)
     assert (res.status, res.nfev, res.njev) == (ref.status, ref.nfev, ref.njev)
     np.testing.assert_allclose(res.x, ref.x, rtol=RTOL, atol=X_ATOL)
 
