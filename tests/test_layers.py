@@ -27,6 +27,7 @@ LAYERS = (
             "nlsq.jacobian",
             "nlsq.covariance",
             "nlsq.sparsity",
+            "nlsq.structure",
         ),
     ),
     ("solvers", ("nlsq.solvers",)),

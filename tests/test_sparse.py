@@ -403,3 +403,68 @@ def test_regularize_warns_for_dogbox_as_scipy():
             method="dogbox",
             tr_options={"regularize": True},
         )
+
+
+# --------------------------------------------------------------------------------------
+# jac_sparsity='auto': the pattern read from the jaxpr
+# --------------------------------------------------------------------------------------
+
+
+def _mixed(x):
+    """Gathers, concatenation, a reduction, max, a product with a known matrix."""
+    known = jnp.asarray(np.triu(np.ones((3, 6)), k=2))
+    return jnp.concatenate(
+        [
+            jnp.sin(x[::2]) * x[1::2],
+            jnp.array([jnp.sum(x**2)]),
+            jnp.maximum(x[:3], x[3:6]),
+            known @ x,
+            jnp.where(x[:2] > 0, x[4:6], 0.0),
+        ]
+    )
+
+
+def test_auto_pattern_is_structural():
+    from nlsq.structure import jacobian_sparsity
+
+    for fun, x0, expected in (
+        (broyden_jax, -np.ones(30), broyden_sparsity(30)),
+        (spline_jax, np.zeros(N_COEF), SPLINE_SPARSITY),
+    ):
+        found = jacobian_sparsity(fun, x0)
+        np.testing.assert_array_equal(found.toarray() != 0, expected.toarray() != 0)
+    found = jacobian_sparsity(_mixed, np.ones(6)).toarray() != 0
+    expected = np.zeros((12, 6), bool)
+    expected[np.arange(3), 2 * np.arange(3)] = expected[np.arange(3), 2 * np.arange(3) + 1] = True
+    expected[3] = True
+    expected[4 + np.arange(3), np.arange(3)] = expected[4 + np.arange(3), 3 + np.arange(3)] = True
+    expected[7:10] = np.triu(np.ones((3, 6)), k=2) != 0
+    # where(): both branches count; the condition has no derivative.
+    expected[10, 4] = expected[11, 5] = True
+    np.testing.assert_array_equal(found, expected)
+    # Whatever the point, the Jacobian's nonzeros lie in the pattern.
+    for x in np.random.default_rng(3).normal(size=(5, 6)):
+        assert not (np.asarray(jax.jacfwd(_mixed)(x)) != 0)[~found].any()
+
+
+def test_auto_pattern_refuses_what_it_cannot_read():
+    from nlsq.structure import StructureError, jacobian_sparsity
+
+    def looped(x):
+        return jax.lax.fori_loop(0, 3, lambda i, y: jnp.sin(y), x)
+
+    with pytest.raises(StructureError, match="pass the pattern as `jac_sparsity`"):
+        jacobian_sparsity(looped, np.ones(4))
+
+
+@pytest.mark.parametrize("method", ["trf", "dogbox"])
+def test_auto_sparsity_fit_equals_given_pattern(method):
+    n = 50
+    x0, lb, ub = broyden_start(n)
+    given = nlsq.least_squares(
+        broyden_jax, x0, jac_sparsity=broyden_sparsity(n), method=method, bounds=(lb, ub)
+    )
+    auto = nlsq.least_squares(broyden_jax, x0, jac_sparsity="auto", method=method, bounds=(lb, ub))
+    assert (auto.status, auto.nfev, auto.njev) == (given.status, given.nfev, given.njev)
+    np.testing.assert_array_equal(auto.x, given.x)
+    assert auto.jac.nnz == given.jac.nnz

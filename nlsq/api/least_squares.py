@@ -89,12 +89,13 @@ def least_squares(
         With 'lsmr': the options of ``scipy.sparse.linalg.lsmr`` (``damp``, ``atol``,
         ``btol``, ``conlim``, ``maxiter``) and, for 'trf', ``regularize`` (default
         True). Ignored by 'exact'.
-    jac_sparsity : None, array_like or sparse matrix, optional
+    jac_sparsity : None, 'auto', array_like or sparse matrix, optional
         Pattern of the Jacobian's nonzeros, shape (m, n). Columns are grouped as in
         scipy (no two columns of a group share a row) and the Jacobian is formed
         from one derivative per group and kept sparse: by forward-mode autodiff along
         the group's seed vector for a JAX ``fun`` with ``jac=None`` (exact), by
         grouped finite differences for '2-point', '3-point' and 'cs' (as scipy).
+        'auto' (nlsq extension, JAX models) reads the pattern from ``fun``'s jaxpr.
         Implies ``tr_solver='lsmr'``. Ignored with a callable ``jac``, as in scipy.
         See :doc:`/sparse`.
     max_nfev : None or int, optional

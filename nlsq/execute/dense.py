@@ -42,6 +42,7 @@ from nlsq.solvers.progress import print_header
 from nlsq.solvers.termination import INITIAL_NOT_FINITE, TERMINATION_MESSAGES
 from nlsq.solvers.trf import TRFResult
 from nlsq.sparsity import SparsityPattern, fixed_pattern, sparsity_pattern
+from nlsq.structure import jacobian_sparsity
 
 
 def solve(
@@ -80,6 +81,12 @@ def solve(
     ValueError
         If the residuals at the initial point are not finite.
     """
+    if isinstance(options.jac_sparsity, str):
+        # 'auto': the pattern read from the residual function's jaxpr.
+        residual, _ = build()
+        x0 = options.inputs.x0.astype(options.dtype)
+        structure = jacobian_sparsity(lambda x: residual(x, data), x0)
+        options = dataclasses.replace(options, jac_sparsity=structure)
     if pattern is None and options.jac_sparsity is not None:
         pattern = sparsity_pattern(options.jac_sparsity)
     spec = SolverSpec(

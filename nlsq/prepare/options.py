@@ -218,7 +218,10 @@ def validate_options(
     jac_scale = isinstance(x_scale, str)
     jacobian_mode = resolve_jacobian_mode(jacobian_mode)
     n = x0.shape[0]
-    if jac_sparsity is not None and np.shape(jac_sparsity)[-1:] != (n,):
+    if isinstance(jac_sparsity, str):
+        if jac_sparsity != "auto":
+            raise ValueError("`jac_sparsity` must be None, 'auto', an array or a sparse matrix.")
+    elif jac_sparsity is not None and np.shape(jac_sparsity)[-1:] != (n,):
         raise ValueError("`jac_sparsity` has wrong shape.")
     lsmr_options, regularize = LsmrOptions(), True
     if tr_solver == "lsmr":
