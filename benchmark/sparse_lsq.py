@@ -10,7 +10,8 @@ Problems:
 
 Each (library, problem) runs in its own child process, so that its peak RSS
 (``ru_maxrss``) is its own: the child imports the library, builds the problem, runs the
-fit once (``first``: nlsq's includes tracing and compiling) and then ``--repeats`` more
+fit once (``first``: nlsq's includes tracing and compiling, with an empty persistent
+compilation cache) and then ``--repeats`` more
 times (``warm``: the best of them), and reports its peak RSS and its RSS after the
 imports. scipy and nlsq children alternate.
 
@@ -28,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -154,7 +157,10 @@ def run_child(library: str, problem: str, n: int, repeats: int) -> dict:
         "--repeats",
         str(repeats),
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    # An empty persistent compilation cache per child: "first" is a cold compile.
+    with tempfile.TemporaryDirectory(prefix="nlsq-sparse-bench-") as cache:
+        env = dict(os.environ, NLSQ_DISK_CACHE_DIR=cache)
+        completed = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
