@@ -7,7 +7,8 @@ to a temporary directory, with nlsq's functions bound to the names the tests cal
 the outcomes are counted per method.
 
 A test that fails with ``NotImplementedError`` exercises an option nlsq does not
-provide (sparse Jacobians, ``tr_solver='lsmr'``); it is reported apart. Of the
+provide; it is reported apart (none is left: sparse Jacobians and ``tr_solver='lsmr'``
+are provided). Of the
 others, at least ``--required`` (default 95%) must pass. Tests of functions nlsq
 does not replace (``leastsq``, ``fsolve``, ``fixed_point``, ``root``) are not run.
 
