@@ -468,3 +468,12 @@ def test_auto_sparsity_fit_equals_given_pattern(method):
     assert (auto.status, auto.nfev, auto.njev) == (given.status, given.nfev, given.njev)
     np.testing.assert_array_equal(auto.x, given.x)
     assert auto.jac.nnz == given.jac.nnz
+
+
+def test_auto_sparsity_of_a_numpy_model_is_refused():
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(ValueError, match="needs a model written with jax.numpy"),
+    ):
+        warnings.simplefilter("ignore", NumPyModelWarning)
+        nlsq.least_squares(broyden_np, -np.ones(5), jac_sparsity="auto")

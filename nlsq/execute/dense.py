@@ -285,6 +285,7 @@ def _solve_model_on_host(
     not an array stays on the host, captured by the program, which is then not
     cached.
     """
+    _refuse_auto_sparsity(options)
     real = options.dtype
     x0 = options.inputs.x0.astype(real)
     if not isinstance(xdata, np.ndarray):
@@ -333,6 +334,15 @@ def _solve_model_on_host(
             token,
         )
         return solve(options, host_key, build, data, with_covariance=True, lm_factors=lm_factors)
+
+
+def _refuse_auto_sparsity(options: ValidatedOptions) -> None:
+    """``jac_sparsity='auto'`` reads a JAX model's jaxpr; a NumPy model has none."""
+    if isinstance(options.jac_sparsity, str):
+        raise ValueError(
+            "jac_sparsity='auto' needs a model written with jax.numpy (its pattern is "
+            "read from the traced program); pass the pattern as `jac_sparsity`."
+        )
 
 
 def _sparse_jacobian_options(J0: Any, options: ValidatedOptions) -> ValidatedOptions:
@@ -406,8 +416,9 @@ def solve_residuals_on_host(
     ValueError
         As scipy: residuals of more than one dimension, fewer residuals than
         variables with 'lm', a Jacobian of the wrong shape, or a sparse one where
-        scipy refuses it.
+        scipy refuses it; ``jac_sparsity='auto'`` (a NumPy model has no jaxpr).
     """
+    _refuse_auto_sparsity(options)
     x0 = options.inputs.x0.astype(options.dtype)
     initial = {}
     f0 = np.atleast_1d(np.asarray(probe["value"] if "value" in probe else residual(x0, data)))
