@@ -407,3 +407,28 @@ def minpack_forward_jacobian(
     h = minpack_step(x, epsfcn)
     f = _evaluate(fun, _perturbed(x, h))
     return _divide_rows(f - f0, h).T
+
+
+def difference_steps(
+    x: Array,
+    f0: Array,
+    scheme: str,
+    rel_step: ArrayLike | None,
+    lb: ArrayLike | None,
+    ub: ArrayLike | None,
+) -> Array | tuple[Array, Array]:
+    """The signed absolute steps of :func:`finite_difference_jacobian`, inside the bounds.
+
+    For grouped (sparse) differences, which perturb several variables at once with
+    these same steps. '3-point' returns ``(h, one_sided)``; '2-point' and 'cs' the
+    steps ``h`` ('cs' ignores the bounds).
+    """
+    check_scheme(scheme)
+    h = absolute_step(x, rel_step, default_relative_step(scheme, x.dtype, f0.dtype))
+    if scheme == "cs":
+        return h
+    lb = _bound(lb, -jnp.inf, x)
+    ub = _bound(ub, jnp.inf, x)
+    if scheme == "2-point":
+        return adjust_forward_step(x, h, lb, ub)
+    return adjust_central_step(x, h, lb, ub)

@@ -283,6 +283,8 @@ def host_fit(x0: np.ndarray, initial: dict[str, np.ndarray]) -> Iterator[np.ndar
             _failures.pop(token, None)
             _last_values.pop((token, "fun"), None)
             _last_values.pop((token, "jac"), None)
+            for key in [k for k in _operators if k[0] == token]:
+                del _operators[key]
 
 
 def _raise_failure(token: int) -> None:
@@ -290,3 +292,151 @@ def _raise_failure(token: int) -> None:
         error = _failures.pop(token, None)
     if error is not None:
         raise error
+
+
+#: Linear operators returned by host Jacobians, by ``(token, handle)``; the last two
+#: of a fit are kept (the solver only ever uses the latest Jacobian).
+_operators: dict[tuple[int, int], Any] = {}
+_handles = itertools.count(1)
+
+
+def _store_operator(token: int, operator: Any) -> int:
+    handle = next(_handles)
+    with _lock:
+        _operators[(token, handle)] = operator
+        for key in [k for k in _operators if k[0] == token and k[1] < handle - 1]:
+            del _operators[key]
+    return handle
+
+
+def _operator_product(
+    words: Any, *, dtype: np.dtype, shape: tuple[int], transpose: bool
+) -> np.ndarray:
+    handle, token, v = words
+    operator = _operators.get((int(np.asarray(token)), int(np.asarray(handle))))
+    v = host_values(v, dtype)
+    if operator is None:
+        return host_words(np.full(shape, np.nan, dtype))
+    product = operator.rmatvec(v) if transpose else operator.matvec(v)
+    return host_words(np.asarray(product, dtype=dtype).reshape(shape))
+
+
+@jax.tree_util.register_pytree_node_class
+class HostOperator:
+    """A ``LinearOperator`` Jacobian that stays on the host, scaled on both sides.
+
+    It stands for ``diag(row_scale) @ A @ diag(col_scale)`` with ``A`` the operator
+    the user's ``jac`` returned (kept on the host under ``handle``): products with it
+    and its transpose call the host, scaling of rows (robust losses) and columns
+    (variable scaling) stays in the compiled program. This is all the iteration with
+    ``tr_solver='lsmr'`` asks of a Jacobian.
+    """
+
+    def __init__(
+        self, handle: jax.Array, token: jax.Array, row_scale: jax.Array, col_scale: jax.Array
+    ) -> None:
+        self.handle = handle
+        self.token = token
+        self.row_scale = row_scale
+        self.col_scale = col_scale
+
+    def tree_flatten(self) -> tuple[tuple, None]:
+        return (self.handle, self.token, self.row_scale, self.col_scale), None
+
+    @classmethod
+    def tree_unflatten(cls, _: None, children: tuple) -> HostOperator:
+        return cls(*children)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.row_scale.shape[0], self.col_scale.shape[0])
+
+    def _product(self, v: jax.Array, transpose: bool) -> jax.Array:
+        size = self.shape[1] if transpose else self.shape[0]
+        dtype = np.dtype(v.dtype)
+        result = jax.ShapeDtypeStruct((size, words_per_value(dtype)), np.uint32)
+        words = (self.handle, self.token.astype(jnp.int32), device_words(v))
+        raw = jax.pure_callback(
+            functools.partial(_operator_product, dtype=dtype, shape=(size,), transpose=transpose),
+            result,
+            words,
+            vmap_method="sequential",
+        )
+        return device_values(raw, dtype)
+
+    def __matmul__(self, v: jax.Array) -> jax.Array:
+        return self.row_scale * self._product(self.col_scale * v, transpose=False)
+
+    @property
+    def T(self) -> _TransposedOperator:  # noqa: N802 - numpy's name for the transpose
+        return _TransposedOperator(self)
+
+    def __mul__(self, other: jax.Array) -> HostOperator:
+        other = jnp.asarray(other)
+        if other.ndim == 2 and other.shape[1] == 1:
+            return HostOperator(
+                self.handle, self.token, self.row_scale * other[:, 0], self.col_scale
+            )
+        return HostOperator(self.handle, self.token, self.row_scale, self.col_scale * other)
+
+
+class _TransposedOperator:
+    def __init__(self, operator: HostOperator) -> None:
+        self.operator = operator
+
+    def __matmul__(self, u: jax.Array) -> jax.Array:
+        op = self.operator
+        return op.col_scale * op._product(op.row_scale * u, transpose=True)
+
+
+def host_operator_jacobian(
+    function: Callable[[np.ndarray, Any], Any], m: int, n: int
+) -> Callable[[jax.Array, Any, jax.Array], HostOperator]:
+    """Make ``function(x, data)``, a host Jacobian returning a ``LinearOperator``,
+    callable from traced code as a :class:`HostOperator`."""
+
+    def on_host(words: Any, *, dtypes: Any) -> np.ndarray:
+        x, data, token = jax.tree.map(host_values, words, dtypes)
+        if int(token) in _failures:
+            return np.zeros((), np.int32)
+        try:
+            with jax.enable_x64(True):
+                operator = function(x.copy(), data)
+        except BaseException as error:  # noqa: BLE001 - re-raised by the caller
+            _fail(int(token), error)
+            return np.zeros((), np.int32)
+        return np.asarray(_store_operator(int(token), operator), np.int32)
+
+    def device_jacobian(x: jax.Array, data: Any, token: jax.Array) -> HostOperator:
+        operands = (x, data, token)
+        dtypes = jax.tree.map(lambda a: np.dtype(jnp.result_type(a)), operands)
+        words = jax.tree.map(device_words, operands)
+        handle = jax.pure_callback(
+            functools.partial(on_host, dtypes=dtypes),
+            jax.ShapeDtypeStruct((), np.int32),
+            words,
+            vmap_method="sequential",
+        )
+        ones_m = jnp.ones(m, x.dtype)
+        ones_n = jnp.ones(n, x.dtype)
+        return HostOperator(handle, token, ones_m, ones_n)
+
+    return device_jacobian
+
+
+def host_linear_operator(operator: HostOperator, token: int) -> Any:
+    """The ``scipy.sparse.linalg.LinearOperator`` a :class:`HostOperator` stands for
+    (fetched before the fit's ``token`` is released)."""
+    from scipy.sparse.linalg import LinearOperator
+
+    handle = int(np.asarray(operator.handle))
+    with _lock:
+        base = _operators.get((token, handle))
+    rows = np.asarray(operator.row_scale, dtype=float)
+    cols = np.asarray(operator.col_scale, dtype=float)
+    return LinearOperator(
+        base.shape,
+        matvec=lambda v: rows * base.matvec(cols * np.ravel(v)),
+        rmatvec=lambda u: cols * base.rmatvec(rows * np.ravel(u)),
+        dtype=float,
+    )

@@ -28,6 +28,8 @@ LAYERS = (
             "nlsq.small_linalg",
             "nlsq.covariance",
             "nlsq.implicit",
+            "nlsq.sparsity",
+            "nlsq.structure",
         ),
     ),
     ("solvers", ("nlsq.solvers",)),

@@ -749,21 +749,21 @@ def test_all_tolerances_below_eps_warn_then_raise_like_scipy(tol: float) -> None
 
 
 # --------------------------------------------------------------------------------------
-# scipy options nlsq does not provide
+# tr_solver='lsmr' on a small dense problem (sparse problems: tests/test_sparse.py)
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "options",
-    [{"tr_solver": "lsmr"}, {"jac_sparsity": np.ones((2, 2))}],
-    ids=lambda o: "-".join(
-        f"{k}={v if isinstance(v, str) else type(v).__name__}" for k, v in o.items()
-    ),
-)
-def test_unsupported_options_raise_not_implemented(options: dict) -> None:
-    options = {"jac": ROSENBROCK.jax_jac, **options}
-    with pytest.raises(NotImplementedError):
-        nlsq.least_squares(ROSENBROCK.jax_fun, [2.0, 2.0], **options)
+@pytest.mark.parametrize("method", ["trf", "dogbox"])
+def test_lsmr_on_rosenbrock_matches_scipy(method: str) -> None:
+    ref = so.least_squares(
+        ROSENBROCK.np_fun, [2.0, 2.0], jac=ROSENBROCK.np_jac, method=method, tr_solver="lsmr"
+    )
+    res = nlsq.least_squares(
+        ROSENBROCK.jax_fun, [2.0, 2.0], jac=ROSENBROCK.jax_jac, method=method, tr_solver="lsmr"
+    )
+    assert res.status == ref.status
+    assert (res.nfev, res.njev) == (ref.nfev, ref.njev)
+    np.testing.assert_allclose(res.x, ref.x, rtol=RTOL, atol=X_ATOL)
 
 
 # --------------------------------------------------------------------------------------
@@ -812,12 +812,23 @@ def test_sparse_jacobian_errors_match_scipy(kind: str | None, options: dict) -> 
         nlsq.least_squares(fun, 2.0, jac=jac, **options)
 
 
-def test_sparse_jacobian_scipy_accepts_is_not_implemented() -> None:
-    """scipy solves it with tr_solver='lsmr', which nlsq does not have."""
-    fun, jac = _sparse_trivial("sparse")
-    with warnings.catch_warnings(), pytest.raises(NotImplementedError):
+@pytest.mark.parametrize("kind", ["sparse", "operator"])
+def test_sparse_jacobian_scipy_accepts_is_solved_as_scipy(kind: str) -> None:
+    """scipy solves it with tr_solver='lsmr', and so does nlsq."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.linalg import aslinearoperator
+
+    wrap = csr_matrix if kind == "sparse" else aslinearoperator
+
+    def jac(x):
+        return wrap(ROSENBROCK.np_jac(x))
+
+    ref = so.least_squares(ROSENBROCK.np_fun, [2.0, 2.0], jac=jac)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumPyModelWarning)
-        nlsq.least_squares(fun, 2.0, jac=jac)
+        res = nlsq.least_squares(ROSENBROCK.np_fun, [2.0, 2.0], jac=jac)
+    assert (res.status, res.nfev, res.njev) == (ref.status, ref.nfev, ref.njev)
+    np.testing.assert_allclose(res.x, ref.x, rtol=RTOL, atol=X_ATOL)
 
 
 def test_lm_ignores_tr_solver_like_scipy() -> None:

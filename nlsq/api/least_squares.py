@@ -59,9 +59,9 @@ def least_squares(
         ``None`` (default): exact Jacobian by JAX autodiff (scipy's default is
         '2-point'). The finite-difference schemes take scipy's steps (``diff_step``).
         A callable ``jac(x, *args, **kwargs)`` returning shape (m, n) is used as
-        given; one written with NumPy runs on the host. A sparse matrix or
-        ``LinearOperator`` raises scipy's ``ValueError`` where scipy refuses it
-        ('lm', ``tr_solver='exact'``), else ``NotImplementedError``.
+        given; one written with NumPy runs on the host, and may return a
+        ``scipy.sparse`` matrix (its nonzero pattern at ``x0`` is kept) or a
+        ``LinearOperator``, solved with ``tr_solver='lsmr'`` as in scipy.
     bounds : 2-tuple of array_like or `scipy.optimize.Bounds`, optional
         Lower and upper bounds on the variables; ``np.inf`` with a sign disables a
         bound. Default: no bounds.
@@ -82,14 +82,24 @@ def least_squares(
         Soft margin between inlier and outlier residuals. Default 1.0.
     diff_step : None or array_like, optional
         Relative step of the finite-difference schemes, as in scipy.
-    tr_solver : {None, 'exact'}, optional
-        Trust-region subproblem solver; only the exact (SVD) one is available
-        ('lsmr' raises ``NotImplementedError``; 'lm' ignores it, as scipy does).
+    tr_solver : {None, 'exact', 'lsmr'}, optional
+        Trust-region subproblem solver of 'trf' and 'dogbox': 'exact' (an SVD of the
+        dense Jacobian) or 'lsmr' (scipy's LSMR step on a 2-D subspace, which only
+        multiplies by the Jacobian). None: 'lsmr' for a sparse Jacobian or
+        ``jac_sparsity``, else 'exact', as in scipy. 'lm' ignores it.
     tr_options : dict, optional
-        Ignored (no option applies to the exact solver).
-    jac_sparsity : None, optional
-        Not supported (``NotImplementedError``; scipy's ``ValueError`` where scipy
-        refuses it: 'lm' with a finite-difference ``jac``, ``tr_solver='exact'``).
+        With 'lsmr': the options of ``scipy.sparse.linalg.lsmr`` (``damp``, ``atol``,
+        ``btol``, ``conlim``, ``maxiter``) and, for 'trf', ``regularize`` (default
+        True). Ignored by 'exact'.
+    jac_sparsity : None, 'auto', array_like or sparse matrix, optional
+        Pattern of the Jacobian's nonzeros, shape (m, n). Columns are grouped as in
+        scipy (no two columns of a group share a row) and the Jacobian is formed
+        from one derivative per group and kept sparse: by forward-mode autodiff along
+        the group's seed vector for a JAX ``fun`` with ``jac=None`` (exact), by
+        grouped finite differences for '2-point', '3-point' and 'cs' (as scipy).
+        'auto' (nlsq extension, JAX models) reads the pattern from ``fun``'s jaxpr.
+        Implies ``tr_solver='lsmr'``. Ignored with a callable ``jac``, as in scipy.
+        See :doc:`/sparse`.
     max_nfev : None or int, optional
         Maximum number of function evaluations; default ``100 * n``.
     verbose : {0, 1, 2}, optional
@@ -145,6 +155,7 @@ def least_squares(
         dtype=dtype,
         jacobian_mode=jacobian_mode,
         diff_step=diff_step,
+        tr_options=tr_options,
     )
     raw = fit_residuals(fun, jac, options, args, kwargs or {})
     result = to_optimize_result(raw, options.bounded)

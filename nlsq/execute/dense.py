@@ -4,16 +4,24 @@ called on the host."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 
-from nlsq.host import host_callable, host_fit, runs_on_host, warn_once
+from nlsq.host import (
+    host_callable,
+    host_fit,
+    host_linear_operator,
+    host_operator_jacobian,
+    runs_on_host,
+    warn_once,
+)
 from nlsq.identity import model_key, persistent_model_key
 from nlsq.prepare.arguments import PreparedFit, finite_difference_options, split_arguments
-from nlsq.prepare.options import ValidatedOptions
+from nlsq.prepare.options import ValidatedOptions, lsmr_settings
 from nlsq.program.build import build_program, cached_program
 from nlsq.program.callback import callback_fit
 from nlsq.program.model import (
@@ -30,6 +38,8 @@ from nlsq.scipy_types import is_linear_operator, is_sparse_matrix
 from nlsq.solvers.progress import print_header
 from nlsq.solvers.termination import INITIAL_NOT_FINITE, TERMINATION_MESSAGES
 from nlsq.solvers.trf import TRFResult
+from nlsq.sparsity import SparsityPattern, fixed_pattern, sparsity_pattern
+from nlsq.structure import jacobian_sparsity
 
 
 def solve(
@@ -42,6 +52,8 @@ def solve(
     n_residuals: int | None = None,
     lm_factors: bool = False,
     persistent_identity: Callable[[], str | None] | None = None,
+    pattern: SparsityPattern | None = None,
+    jacobian_values: bool = False,
 ) -> tuple[TRFResult, Any, dict]:
     """Run the cached compiled program for a validated problem.
 
@@ -51,7 +63,9 @@ def solve(
 
     ``n_residuals`` is the number of real residuals when ``data`` is padded to a
     size bucket (``None``: not padded). ``lm_factors`` (method 'lm' with covariance)
-    also returns MINPACK's factorisation, for ``leastsq``'s ``infodict``.
+    also returns MINPACK's factorisation, for ``leastsq``'s ``infodict``. A sparse
+    Jacobian has the nonzero ``pattern`` (by default that of ``jac_sparsity``), and
+    ``jacobian_values`` says that the program's ``jacobian`` returns its values.
 
     Returns
     -------
@@ -69,6 +83,14 @@ def solve(
     ValueError
         If the residuals at the initial point are not finite.
     """
+    if isinstance(options.jac_sparsity, str):
+        # 'auto': the pattern read from the residual function's jaxpr.
+        residual, _ = build()
+        x0 = options.inputs.x0.astype(options.dtype)
+        structure = jacobian_sparsity(lambda x: residual(x, data), x0)
+        options = dataclasses.replace(options, jac_sparsity=structure)
+    if pattern is None and options.jac_sparsity is not None:
+        pattern = sparsity_pattern(options.jac_sparsity)
     spec = SolverSpec(
         method=options.method,
         bounded=options.bounded,
@@ -84,7 +106,14 @@ def solve(
         jac_nfev=options.jac_nfev,
         jac_scheme=options.jac_scheme,
         diff_step=options.diff_step,
+        tr_solver="lsmr" if options.tr_solver == "lsmr" else "exact",
+        lsmr_options=options.lsmr_options,
+        regularize=options.regularize,
+        sparsity=None if pattern is None else (*pattern.shape, pattern.n_groups),
+        jacobian_values=jacobian_values,
     )
+    if pattern is not None:
+        data = (data, (pattern.rows, pattern.cols, pattern.groups))
 
     def build_single() -> Callable:
         identity = None
@@ -216,7 +245,7 @@ def _solve_traced(
     ydata, transform = prepared.ydata, prepared.transform
     n_residuals = None
     bucketed = None
-    if jac_at is None and options.jac_scheme is None:
+    if jac_at is None and options.jac_scheme is None and options.jac_sparsity is None:
         bucketed = bucketed_data(
             f,
             fit_key[1],
@@ -272,6 +301,7 @@ def _solve_model_on_host(
     not an array stays on the host, captured by the program, which is then not
     cached.
     """
+    _refuse_auto_sparsity(options)
     real = options.dtype
     x0 = options.inputs.x0.astype(real)
     if not isinstance(xdata, np.ndarray):
@@ -322,22 +352,63 @@ def _solve_model_on_host(
         return solve(options, host_key, build, data, with_covariance=True, lm_factors=lm_factors)
 
 
-def _refuse_sparse_jacobian(J0: Any, options: ValidatedOptions) -> None:
-    """scipy's error for a sparse ``J0`` where it has one, else ``NotImplementedError``.
+def _refuse_auto_sparsity(options: ValidatedOptions) -> None:
+    """``jac_sparsity='auto'`` reads a JAX model's jaxpr; a NumPy model has none."""
+    if isinstance(options.jac_sparsity, str):
+        raise ValueError(
+            "jac_sparsity='auto' needs a model written with jax.numpy (its pattern is "
+            "read from the traced program); pass the pattern as `jac_sparsity`."
+        )
 
-    scipy solves problems with sparse Jacobians by 'trf' or 'dogbox' with
-    ``tr_solver='lsmr'``, which nlsq does not have.
-    """
+
+def _sparse_jacobian_options(J0: Any, options: ValidatedOptions) -> ValidatedOptions:
+    """The options for a sparse ``J0``: scipy's errors where it refuses one, else
+    ``tr_solver='lsmr'`` (scipy's choice for ``tr_solver=None``)."""
     if options.method == "lm":
         raise ValueError("method='lm' works only with dense Jacobian matrices.")
     if options.tr_solver == "exact":
         raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
     if is_linear_operator(J0) and options.jac_scale:
         raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
-    raise NotImplementedError(
-        "Sparse Jacobians (scipy.sparse matrices, LinearOperator) are not supported by "
-        "nlsq; return a dense array."
+    if options.tr_solver == "lsmr":
+        return options
+    if options.method == "dogbox" and "regularize" in dict(options.tr_options):
+        warnings.warn(
+            "The keyword 'regularize' in `tr_options` is not relevant for 'dogbox' method.",
+            stacklevel=5,
+        )
+    lsmr_options, regularize = lsmr_settings(dict(options.tr_options), options.method)
+    return dataclasses.replace(
+        options, tr_solver="lsmr", lsmr_options=lsmr_options, regularize=regularize
     )
+
+
+def _values_on_pattern(J: Any, pattern: SparsityPattern) -> np.ndarray:
+    """The entries of a sparse ``J`` at ``pattern``'s positions.
+
+    Raises
+    ------
+    ValueError
+        If ``J`` has a nonzero outside the pattern (the one ``jac`` had at ``x0``).
+    """
+    if not is_sparse_matrix(J):
+        raise TypeError("`jac` returned a dense array where it returned a sparse matrix at x0.")
+    from scipy.sparse import csr_array  # loaded already: J is a scipy sparse matrix
+
+    A = csr_array(J)
+    if A.shape != pattern.shape:
+        raise ValueError(
+            f"The return value of `jac` has wrong shape: expected {pattern.shape}, "
+            f"actual {A.shape}."
+        )
+    values = np.asarray(A[pattern.rows, pattern.cols]).ravel()
+    if np.count_nonzero(A.data) > np.count_nonzero(values):
+        raise ValueError(
+            "`jac` returned a sparse matrix with nonzeros outside the pattern it had "
+            "at the initial point; return every entry that can be nonzero (explicit "
+            "zeros are kept)."
+        )
+    return values
 
 
 def solve_residuals_on_host(
@@ -363,10 +434,9 @@ def solve_residuals_on_host(
     ValueError
         As scipy: residuals of more than one dimension, fewer residuals than
         variables with 'lm', a Jacobian of the wrong shape, or a sparse one where
-        scipy refuses it.
-    NotImplementedError
-        For a sparse Jacobian that scipy would accept (nlsq has no sparse solver).
+        scipy refuses it; ``jac_sparsity='auto'`` (a NumPy model has no jaxpr).
     """
+    _refuse_auto_sparsity(options)
     x0 = options.inputs.x0.astype(options.dtype)
     initial = {}
     f0 = np.atleast_1d(np.asarray(probe["value"] if "value" in probe else residual(x0, data)))
@@ -392,6 +462,8 @@ def solve_residuals_on_host(
             return residual(x, data[0])
 
     device_jacobian = None
+    pattern = None
+    operator = False
     if jacobian is not None:
         if jac_on_host:
             shape = (f0.size, x0.size)
@@ -405,12 +477,32 @@ def solve_residuals_on_host(
                     f"{shape}, actual {J0.shape}."
                 )
             if sparse:
-                _refuse_sparse_jacobian(J0, options)
-            initial["jac"] = J0
-            jac_on_device = host_callable(jacobian, shape, "jac")
+                options = _sparse_jacobian_options(J0, options)
+            if is_linear_operator(J0):
+                operator_on_device = host_operator_jacobian(jacobian, *shape)
+                operator = True
 
-            def device_jacobian(x, data):
-                return jac_on_device(x, *data)
+                def device_jacobian(x, data):
+                    return operator_on_device(x, *data)
+
+            elif sparse:
+                pattern = fixed_pattern(J0)
+                initial["jac"] = _values_on_pattern(J0, pattern)
+                values_on_device = host_callable(
+                    lambda x, data: _values_on_pattern(jacobian(x, data), pattern),
+                    (pattern.nnz,),
+                    "jac",
+                )
+
+                def device_jacobian(x, data):
+                    return values_on_device(x, *data)
+
+            else:
+                initial["jac"] = J0
+                jac_on_device = host_callable(jacobian, shape, "jac")
+
+                def device_jacobian(x, data):
+                    return jac_on_device(x, *data)
 
         else:
 
@@ -419,7 +511,8 @@ def solve_residuals_on_host(
 
     elif options.jac_scheme is None:
         options = dataclasses.replace(options, jac_scheme="2-point")
-    host_key = (key, "host", fun_on_host, jac_on_host, f0.shape)
+    kind = "operator" if operator else "sparse" if pattern is not None else "dense"
+    host_key = (key, "host", fun_on_host, jac_on_host, f0.shape, kind)
     with host_fit(x0, initial) as token:
         raw, _, _ = solve(
             options,
@@ -427,8 +520,27 @@ def solve_residuals_on_host(
             lambda: (device_residual, device_jacobian),
             (data, token),
             with_covariance=False,
+            pattern=pattern,
+            jacobian_values=pattern is not None,
         )
+        if operator:
+            # The final operator, loss-scaled as scipy returns it, before the fit's
+            # operators are released.
+            raw = raw._replace(jac=HostJacobian(host_linear_operator(raw.jac.array, int(token))))
     return raw
+
+
+class HostJacobian:
+    """A Jacobian already on the host (a ``LinearOperator``), as a result field."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __len__(self) -> int:
+        return self._value.shape[0]
+
+    def numpy(self) -> Any:
+        return self._value
 
 
 def fit_residuals(

@@ -16,6 +16,7 @@ from nlsq.loss import BUILTIN_LOSSES
 from nlsq.precision import resolve_dtype
 from nlsq.program.spec import SolverInputs
 from nlsq.scipy_types import is_bounds
+from nlsq.solvers.lsmr import LsmrOptions
 
 EPS = np.finfo(float).eps
 
@@ -41,8 +42,47 @@ class ValidatedOptions:
     callback: Callable | None = None
     #: Evaluations counted per Jacobian (MINPACK's lmdif counts its differences).
     jac_nfev: int = 0
-    #: None or 'exact' (the only solver there is; 'exact' makes sparse Jacobians errors).
+    #: None (chosen by the Jacobian's type, as scipy), 'exact' or 'lsmr'.
     tr_solver: str | None = None
+    #: LSMR's options and scipy's ``regularize``, from ``tr_options``.
+    lsmr_options: LsmrOptions = LsmrOptions()
+    regularize: bool = True
+    #: ``jac_sparsity`` as given (checked against the residuals' size later).
+    jac_sparsity: Any = None
+    #: ``tr_options`` as given, as ``(key, value)`` pairs: a host Jacobian found sparse
+    #: at ``x0`` switches ``tr_solver=None`` to 'lsmr' after validation.
+    tr_options: tuple = ()
+
+
+#: ``tr_options`` keys that scipy's ``lsmr`` takes; ``show`` (printing) is accepted
+#: and ignored.
+LSMR_KEYWORDS = ("damp", "atol", "btol", "conlim", "maxiter", "show")
+
+
+def lsmr_settings(tr_options: dict | None, method: str) -> tuple[LsmrOptions, bool]:
+    """``tr_options`` as ``(LsmrOptions, regularize)``, with scipy's errors.
+
+    Raises
+    ------
+    TypeError
+        For a key ``lsmr`` does not take, in Python's words (as scipy, whose call
+        ``lsmr(..., **tr_options)`` raises it).
+    """
+    options = dict(tr_options or {})
+    # dogbox has no use for it (scipy warns and drops it).
+    regularize = bool(options.pop("regularize", True))
+    for key in options:
+        if key not in LSMR_KEYWORDS:
+            raise TypeError(f"lsmr() got an unexpected keyword argument '{key}'")
+    options.pop("show", None)
+    maxiter = options.pop("maxiter", None)
+    return (
+        LsmrOptions(
+            **{key: float(value) for key, value in options.items()},
+            maxiter=None if maxiter is None else int(maxiter),
+        ),
+        regularize,
+    )
 
 
 def _check_tolerance(tol: float | None, name: str) -> float:
@@ -96,6 +136,7 @@ def validate_options(
     dtype: Any,
     jacobian_mode: str | None = None,
     diff_step: Any = None,
+    tr_options: dict | None = None,
 ) -> ValidatedOptions:
     """Validate ``least_squares`` arguments in scipy's order, with scipy's messages.
 
@@ -103,8 +144,8 @@ def validate_options(
     ------
     ValueError
         For any invalid argument, as scipy does.
-    NotImplementedError
-        For ``tr_solver='lsmr'`` and ``jac_sparsity`` (sparse problems).
+    TypeError
+        For ``tr_options`` that ``lsmr`` does not take (with ``tr_solver='lsmr'``).
     """
     if method not in ("trf", "dogbox", "lm"):
         raise ValueError("`method` must be 'trf', 'dogbox' or 'lm'.")
@@ -161,21 +202,13 @@ def validate_options(
             raise ValueError("method='lm' does not support `jac_sparsity`.")
         tr_solver = None
     else:
-        # The sparse-problem options of scipy's: refuse them loudly rather than
-        # silently solving with a different subproblem solver.
-        if tr_solver == "lsmr":
-            raise NotImplementedError(
-                "tr_solver='lsmr' is not available in nlsq; the exact (SVD) solver is "
-                "used with tr_solver=None or 'exact'."
-            )
+        # scipy ignores jac_sparsity when jac is a callable.
+        if callable(jac):
+            jac_sparsity = None
         if jac_sparsity is not None:
             if tr_solver == "exact":
                 raise ValueError("tr_solver='exact' is incompatible with `jac_sparsity`.")
-            raise NotImplementedError(
-                "`jac_sparsity` is not supported by nlsq; drop it (nlsq uses the dense "
-                "Jacobian) or use scipy.optimize.least_squares(tr_solver='lsmr') for sparse "
-                "problems."
-            )
+            tr_solver = "lsmr"
     if method == "lm" and callback is not None:
         warnings.warn(
             "Callback function specified, but not supported with `lm` method.", stacklevel=3
@@ -185,6 +218,19 @@ def validate_options(
     jac_scale = isinstance(x_scale, str)
     jacobian_mode = resolve_jacobian_mode(jacobian_mode)
     n = x0.shape[0]
+    if isinstance(jac_sparsity, str):
+        if jac_sparsity != "auto":
+            raise ValueError("`jac_sparsity` must be None, 'auto', an array or a sparse matrix.")
+    elif jac_sparsity is not None and np.shape(jac_sparsity)[-1:] != (n,):
+        raise ValueError("`jac_sparsity` has wrong shape.")
+    lsmr_options, regularize = LsmrOptions(), True
+    if tr_solver == "lsmr":
+        lsmr_options, regularize = lsmr_settings(tr_options, method)
+        if method == "dogbox" and tr_options and "regularize" in tr_options:
+            warnings.warn(
+                "The keyword 'regularize' in `tr_options` is not relevant for 'dogbox' method.",
+                stacklevel=3,
+            )
     return ValidatedOptions(
         inputs=SolverInputs(
             x0=x0,
@@ -208,6 +254,10 @@ def validate_options(
         diff_step=_hashable_step(diff_step),
         callback=callback,
         tr_solver=tr_solver,
+        lsmr_options=lsmr_options,
+        regularize=regularize,
+        jac_sparsity=jac_sparsity,
+        tr_options=tuple((tr_options or {}).items()),
     )
 
 
@@ -299,8 +349,8 @@ def keyword_options(
     """``curve_fit``'s keyword arguments as validated ``least_squares`` options.
 
     ``maxfev`` is an alias of ``max_nfev``; with ``in_memory`` the in-memory solver's
-    own keywords are taken too (``tr_options`` and ``workers`` are accepted and
-    ignored, see :func:`nlsq.least_squares`).
+    own keywords are taken too (``workers`` is accepted and ignored, see
+    :func:`nlsq.least_squares`).
 
     Raises
     ------
@@ -311,6 +361,7 @@ def keyword_options(
     if "max_nfev" not in kwargs:
         kwargs["max_nfev"] = kwargs.pop("maxfev", None)
     tr_solver = kwargs.pop("tr_solver", None) if in_memory else None
+    tr_options = kwargs.pop("tr_options", None) if in_memory else None
     jac_sparsity = kwargs.pop("jac_sparsity", None) if in_memory else None
     diff_step = kwargs.pop("diff_step", None) if in_memory else None
     options = validate_options(
@@ -332,10 +383,10 @@ def keyword_options(
         dtype=kwargs.pop("dtype", None),
         jacobian_mode=kwargs.pop("jacobian_mode", None),
         diff_step=diff_step,
+        tr_options=tr_options,
     )
     if in_memory:
-        for ignored in ("tr_options", "workers"):
-            kwargs.pop(ignored, None)
+        kwargs.pop("workers", None)
     if kwargs:
         raise TypeError(f"{caller}() got an unexpected keyword argument '{next(iter(kwargs))}'")
     return options

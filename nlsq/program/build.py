@@ -19,7 +19,12 @@ from nlsq import config
 from nlsq.cache import ensure_disk_cache, programs
 from nlsq.covariance import leastsq_covariance, unscaled_covariance
 from nlsq.errors import TraceTimeInputError
-from nlsq.finite_diff import finite_difference_jacobian, minpack_forward_jacobian
+from nlsq.finite_diff import (
+    difference_steps,
+    finite_difference_jacobian,
+    minpack_forward_jacobian,
+)
+from nlsq.host import HostOperator
 from nlsq.identity import model_key
 from nlsq.jacobian import autodiff_jacobian
 from nlsq.loss import resolve_loss
@@ -39,6 +44,13 @@ from nlsq.program.spec import BatchLayout, LargeSpec, SolverSpec, unpack_control
 from nlsq.program.streaming import chunk_loader, report_progress
 from nlsq.solvers.gram import ChunkSource, covariance_from_gram, trf_chunked
 from nlsq.solvers.progress import host_callback_hook
+from nlsq.solvers.sparse import (
+    Coloring,
+    SparseJacobian,
+    colored_difference_jacobian,
+    colored_jvp_jacobian,
+    gram_matrix,
+)
 from nlsq.solvers.trf import TRFResult, trf
 
 Residual = Callable[[jax.Array, Any], jax.Array]
@@ -116,6 +128,43 @@ def _finite_difference(
     return jac
 
 
+def _sparse_jacobian(
+    residual: Residual,
+    jacobian: Residual | None,
+    data: Any,
+    fun: Callable,
+    coloring: Coloring,
+    lb: jax.Array,
+    ub: jax.Array,
+    spec: SolverSpec,
+) -> Callable[[jax.Array], SparseJacobian]:
+    """The Jacobian on a sparsity pattern: the user's nonzero values, grouped finite
+    differences of ``spec.jac_scheme``, or one forward-mode derivative per group."""
+    dtype = np.dtype(spec.dtype)
+    if jacobian is not None:
+
+        def values_jac(x: jax.Array) -> SparseJacobian:
+            values = jnp.asarray(jacobian(x, data)).astype(dtype)
+            n = x.shape[0]
+            return SparseJacobian(values, coloring.rows, coloring.cols, (coloring.m, n))
+
+        return values_jac
+    if spec.jac_scheme is None:
+        return colored_jvp_jacobian(fun, coloring)
+
+    def raw_fun(x: jax.Array) -> jax.Array:
+        f = jnp.atleast_1d(jnp.asarray(residual(x, data)))
+        return f if jnp.iscomplexobj(x) else f.astype(dtype)
+
+    rel_step = None if spec.diff_step is None else jnp.asarray(spec.diff_step, dtype)
+
+    def steps(x: jax.Array, f0: jax.Array) -> Any:
+        return difference_steps(x, f0, spec.jac_scheme, rel_step, lb, ub)
+
+    difference = colored_difference_jacobian(raw_fun, coloring, steps, spec.jac_scheme)
+    return lambda x: difference(x, fun(x))
+
+
 def program_function(residual: Residual, jacobian: Residual | None, spec: SolverSpec) -> Callable:
     """One whole fit as a traceable function: solver iterations and, optionally, the
     unscaled covariance. :func:`build_program` jits it; batch fitting vmaps it first.
@@ -154,6 +203,12 @@ def program_function(residual: Residual, jacobian: Residual | None, spec: Solver
             solver_options["jac_nfev"] = spec.jac_nfev
         if spec.small_linalg:
             solver_options["small_linalg"] = True
+        if spec.tr_solver == "lsmr":
+            solver_options.update(
+                tr_solver="lsmr", lsmr_options=spec.lsmr_options, regularize=spec.regularize
+            )
+        if spec.sparsity is not None:
+            data, (rows, cols, groups) = data
 
         def model_residual(x: jax.Array) -> jax.Array:
             return as_residual_vector(residual(x, data), dtype)
@@ -168,7 +223,13 @@ def program_function(residual: Residual, jacobian: Residual | None, spec: Solver
             f = model_residual(x)
             return f if keep is None else jnp.where(keep, f, 0.0)
 
-        if spec.jac_scheme is not None:
+        if spec.sparsity is not None:
+            if spec.sparsity[:2] != (m, n):
+                raise TraceTimeInputError("`jac_sparsity` has wrong shape.")
+            coloring = Coloring(rows, cols, groups, spec.sparsity[2], m)
+            user_values = jacobian if spec.jacobian_values else None
+            jac = _sparse_jacobian(residual, user_values, data, fun, coloring, lb, ub, spec)
+        elif spec.jac_scheme is not None:
             jac = _finite_difference(residual, data, fun, keep, lb, ub, spec)
         elif jacobian is None:
             jac = autodiff_jacobian(fun, x0, m, spec.jacobian_mode)
@@ -176,7 +237,11 @@ def program_function(residual: Residual, jacobian: Residual | None, spec: Solver
 
             def jac(x: jax.Array) -> jax.Array:
                 # scipy reads a callable jac's value as np.atleast_2d(jac(x)).
-                J = jnp.atleast_2d(jnp.asarray(jacobian(x, data))).astype(dtype)
+                J = jacobian(x, data)
+                if isinstance(J, HostOperator):
+                    # A host LinearOperator: products only (tr_solver='lsmr').
+                    return J if keep is None else J * keep[:, None].astype(dtype)
+                J = jnp.atleast_2d(jnp.asarray(J)).astype(dtype)
                 if J.shape != (m, n):
                     raise TraceTimeInputError(
                         "The return value of `jac` has wrong shape: expected "
@@ -209,6 +274,9 @@ def program_function(residual: Residual, jacobian: Residual | None, spec: Solver
             pcov = leastsq_covariance(raw.fjac, raw.ipvt)
             if spec.lm_factors:
                 pcov = (pcov, raw.fjac, raw.ipvt, raw.qtf)
+        elif spec.with_covariance and isinstance(raw.jac, SparseJacobian):
+            # pinv(J^T J) from the n x n Gram matrix: J itself stays sparse.
+            pcov = covariance_from_gram(gram_matrix(raw.jac), m)
         elif spec.with_covariance:
             pcov = unscaled_covariance(
                 raw.jac, m if n_residuals is None else n_residuals, spec.small_linalg

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +12,11 @@ import numpy as np
 from nlsq.cache import stats
 from nlsq.program.context import program_run
 from nlsq.program.spec import SolverInputs
+from nlsq.solvers.sparse import SparseJacobian
 from nlsq.solvers.trf import TRFResult
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
 #: What to do when the in-memory fit runs out of memory (the m x n Jacobian and its
 #: working copies are the large part).
@@ -49,6 +53,8 @@ class DeviceRows:
 
     def __init__(self, array: jax.Array, rows: int | None) -> None:
         self._array = array
+        #: The device value itself (a host operator's handle, for instance).
+        self.array = array
         self._rows = array.shape[0] if rows is None else rows
         self._host: np.ndarray | None = None
 
@@ -59,6 +65,29 @@ class DeviceRows:
         """The rows as a float64 NumPy array (fetched once)."""
         if self._host is None:
             self._host = np.asarray(self._array, dtype=float)[: self._rows]
+        return self._host
+
+
+class DeviceSparse:
+    """A sparse Jacobian left on the device until asked for; scipy's CSR matrix
+    on the host."""
+
+    def __init__(self, jac: SparseJacobian) -> None:
+        self._jac = jac
+        self._host: csr_matrix | None = None
+
+    def __len__(self) -> int:
+        return self._jac.shape[0]
+
+    def numpy(self) -> csr_matrix:
+        """The matrix as ``scipy.sparse.csr_matrix`` (fetched once)."""
+        if self._host is None:
+            from scipy.sparse import csr_matrix
+
+            values, rows, cols = jax.device_get((self._jac.values, self._jac.rows, self._jac.cols))
+            self._host = csr_matrix(
+                (np.asarray(values, dtype=float), (rows, cols)), shape=self._jac.shape
+            )
         return self._host
 
 
@@ -107,5 +136,8 @@ def run_program(
     pcov = packed[summary_length(n) :].reshape(n, n) if packed.size > summary_length(n) else None
     if factors is not None:
         pcov = (pcov, *factors)
-    raw = unpack_summary(summary, DeviceRows(fun, n_residuals), DeviceRows(jac, n_residuals), n)
+    jac_rows = (
+        DeviceSparse(jac) if isinstance(jac, SparseJacobian) else DeviceRows(jac, n_residuals)
+    )
+    raw = unpack_summary(summary, DeviceRows(fun, n_residuals), jac_rows, n)
     return raw, pcov, stats.summary(call)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nlsq.loss import LossFunction
+from nlsq.solvers.lsmr import LsmrOptions
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,17 @@ class SolverSpec:
     #: 'trf' factorises with :mod:`nlsq.small_linalg` instead of LAPACK (vectorised
     #: across a vmapped batch of fits with few parameters).
     small_linalg: bool = False
+    #: Trust-region subproblem solver of 'trf' and 'dogbox': 'exact' or 'lsmr', with
+    #: LSMR's options and scipy's ``regularize``.
+    tr_solver: str = "exact"
+    lsmr_options: LsmrOptions | None = None
+    regularize: bool = True
+    #: A sparse Jacobian: ``(m, n, n_groups)`` of its pattern, whose index arrays
+    #: ``(rows, cols, groups)`` then come with the data as ``(data, pattern)``.
+    #: Without a ``jacobian`` it is formed from one derivative per column group.
+    sparsity: tuple[int, int, int] | None = None
+    #: ``jacobian`` returns the pattern's nonzero values (a sparse host Jacobian).
+    jacobian_values: bool = False
 
 
 #: Counts are capped here: float64 holds every integer below it exactly, and no fit

@@ -20,13 +20,14 @@ whole fit is a single call into compiled code.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 from jax import Array, lax
 
 from nlsq.bounds import in_bounds, step_size_to_bound
 from nlsq.loss import LossFunction, evaluate_loss, loss_cost, scale_for_robust_loss
+from nlsq.solvers.lsmr import LsmrOptions, lsmr
 from nlsq.solvers.progress import TracedCallback, callback_halts, report_iteration
 from nlsq.solvers.scaling import compute_jac_scale
 from nlsq.solvers.termination import (
@@ -120,6 +121,45 @@ def gauss_newton_step(J: Array, f: Array, free: Array | None, eps: float) -> Arr
     return jnp.where(decoupled, 0.0, p)
 
 
+def lsmr_newton_step(
+    J: Any, f: Array, scale: Array, free: Array | None, options: LsmrOptions | None
+) -> Array:
+    """Gauss-Newton step by LSMR in the scaled variables ``x / scale``, zero outside
+    ``free``.
+
+    Frozen variables are kept out of the products ``J^T u`` (their components of
+    every LSMR vector are then zero), which is solving with their columns removed.
+    An exact solve would not depend on the scaling; LSMR's approximate one does, and
+    scipy scales.
+
+    Parameters
+    ----------
+    J : Array or SparseJacobian
+        Jacobian (loss-scaled); anything with ``J @ v`` and ``J.T @ u``.
+    f : Array, shape (m,)
+        Residuals (loss-scaled).
+    scale : Array, shape (n,)
+        Variable scales.
+    free : Array of bool or None
+        Variables that take part; None means all of them.
+    options : LsmrOptions or None
+        LSMR's options (static); None for the defaults.
+    """
+    options = options or LsmrOptions()
+    n = scale.shape[0]
+
+    def matvec(v: Array) -> Array:
+        return J @ (v * scale)
+
+    def rmatvec(u: Array) -> Array:
+        r = scale * (J.T @ u)
+        return r if free is None else jnp.where(free, r, 0.0)
+
+    solution = lsmr(matvec, rmatvec, f, n, jnp.asarray(options.damp, f.dtype), options)
+    step = -solution * scale
+    return step if free is None else jnp.where(free, step, 0.0)
+
+
 def dogleg_step(
     x: Array,
     newton_step: Array,
@@ -211,6 +251,9 @@ def dogbox(
     verbose: int = 0,
     residual_mask: Array | None = None,
     callback: TracedCallback | None = None,
+    tr_solver: str = "exact",
+    lsmr_options: LsmrOptions | None = None,
+    regularize: bool = True,
 ) -> TRFResult:
     """Minimise ``0.5 * sum(rho(fun(x)**2))`` subject to ``lb <= x <= ub`` by dogbox.
 
@@ -251,6 +294,15 @@ def dogbox(
         each iteration with what scipy's dogbox passes (``x``, the loss-scaled
         residuals, the cost of the last trial point, the iteration count and
         ``nfev``); True stops with status -2.
+    tr_solver : {'exact', 'lsmr'}
+        How the Gauss-Newton step is found (static): a minimum-norm least-squares
+        solution from an SVD, or LSMR in the scaled variables, which only needs
+        products with ``J`` (a :class:`~nlsq.solvers.sparse.SparseJacobian` too).
+    lsmr_options : LsmrOptions, optional
+        LSMR's options for ``tr_solver='lsmr'`` (static).
+    regularize : bool
+        Not used by dogbox (scipy warns and drops it); accepted for a common
+        signature with :func:`nlsq.solvers.trf.trf`.
 
     Returns
     -------
@@ -350,8 +402,14 @@ def dogbox(
     def outer_body(state: _OuterState) -> _OuterState:
         x, g = state.x, state.g
         free = ~state.frozen if bounded else None
-        newton_step = gauss_newton_step(state.J, state.f, free, eps)
-        J_free = state.J if free is None else jnp.where(free, state.J, 0.0)
+        if tr_solver == "lsmr":
+            newton_step = lsmr_newton_step(state.J, state.f, state.scale, free, lsmr_options)
+            # g and every step vanish on frozen variables, so the whole J gives the
+            # model of the free ones.
+            J_free = state.J
+        else:
+            newton_step = gauss_newton_step(state.J, state.f, free, eps)
+            J_free = state.J if free is None else jnp.where(free, state.J, 0.0)
         # The model along the anti-gradient; frozen components of g are already 0.
         a, b, _ = build_quadratic_1d(J_free, g, -g)
         x_norm = jnp.linalg.norm(x)

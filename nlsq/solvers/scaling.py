@@ -5,10 +5,13 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import Array
 
+from nlsq.solvers.sparse import SparseJacobian
 from nlsq.solvers.trust_region import Gram
 
 
-def compute_jac_scale(J: Array | Gram, scale_inv_old: Array | None = None) -> tuple[Array, Array]:
+def compute_jac_scale(
+    J: Array | Gram | SparseJacobian, scale_inv_old: Array | None = None
+) -> tuple[Array, Array]:
     """Scale variables by the inverse column norms of the Jacobian.
 
     Parameters
@@ -26,6 +29,8 @@ def compute_jac_scale(J: Array | Gram, scale_inv_old: Array | None = None) -> tu
     """
     if isinstance(J, Gram):
         scale_inv = jnp.sqrt(jnp.diag(J.matrix))
+    elif isinstance(J, SparseJacobian):
+        scale_inv = J.column_norms()
     else:
         scale_inv = jnp.sqrt(jnp.sum(J**2, axis=0))
     if scale_inv_old is None:

@@ -22,9 +22,11 @@ from jax import Array, lax
 from nlsq.bounds import cl_scaling_vector, find_active_constraints, make_strictly_feasible
 from nlsq.loss import LossFunction, evaluate_loss, loss_cost, scale_for_robust_loss
 from nlsq.small_linalg import householder_r, jacobi_svd
+from nlsq.solvers.lsmr import LsmrOptions
 from nlsq.solvers.progress import TracedCallback, callback_halts, report_iteration
 from nlsq.solvers.scaling import compute_jac_scale
 from nlsq.solvers.step import select_step
+from nlsq.solvers.subspace import lsmr_subspace, solve_trust_region_2d
 from nlsq.solvers.termination import (
     CALLBACK_STOP,
     INITIAL_NOT_FINITE,
@@ -218,6 +220,9 @@ def trf(
     residual_mask: Array | None = None,
     callback: TracedCallback | None = None,
     small_linalg: bool = False,
+    tr_solver: str = "exact",
+    lsmr_options: LsmrOptions | None = None,
+    regularize: bool = True,
 ) -> TRFResult:
     """Minimise ``0.5 * sum(rho(fun(x)**2))`` subject to ``lb <= x <= ub``.
 
@@ -259,6 +264,14 @@ def trf(
     small_linalg : bool
         Factorise with :mod:`nlsq.small_linalg` instead of LAPACK (static; for
         ``vmap``-ed batches of fits with few parameters).
+    tr_solver : {'exact', 'lsmr'}
+        Trust-region subproblem solver (static): an SVD of the scaled Jacobian, or
+        scipy's LSMR step on a 2-D subspace, which only needs products with ``J``
+        and so also takes a :class:`~nlsq.solvers.sparse.SparseJacobian`.
+    lsmr_options : LsmrOptions, optional
+        LSMR's options for ``tr_solver='lsmr'`` (static).
+    regularize : bool
+        scipy's ``tr_options['regularize']`` for ``tr_solver='lsmr'`` (static).
 
     Returns
     -------
@@ -308,6 +321,9 @@ def trf(
         verbose=verbose,
         callback=callback,
         small_linalg=small_linalg,
+        tr_solver=tr_solver,
+        lsmr_options=lsmr_options,
+        regularize=regularize,
     )
 
 
@@ -329,6 +345,9 @@ def trf_loop(
     verbose: int = 0,
     callback: TracedCallback | None = None,
     small_linalg: bool = False,
+    tr_solver: str = "exact",
+    lsmr_options: LsmrOptions | None = None,
+    regularize: bool = True,
 ) -> TRFResult:
     """The TRF iteration on any Jacobian representation.
 
@@ -349,6 +368,8 @@ def trf_loop(
         of the residuals.
     lb, ub, ftol, xtol, gtol, max_nfev, x_scale, bounded, jac_scale, verbose, callback
     small_linalg
+        As for :func:`trf`.
+    tr_solver, lsmr_options, regularize
         As for :func:`trf`.
 
     Returns
@@ -432,9 +453,23 @@ def trf_loop(
         g_h = d * g
         J_h = scale_columns(state.J, d)
         diag_h = g * dv * state.scale if bounded else None
-        s, V, uf, J_model, diag_model = _trust_region_svd(
-            J_h, state.f, g_h, diag_h, eps, small_linalg
-        )
+        if tr_solver == "lsmr":
+            subspace = lsmr_subspace(
+                J_h, state.f, g_h, diag_h, state.Delta, lsmr_options or LsmrOptions(), regularize
+            )
+            J_model, diag_model = J_h, diag_h
+
+            def trust_region_step(Delta: Array, alpha: Array) -> tuple[Array, Array]:
+                return subspace.basis @ solve_trust_region_2d(subspace.B, subspace.g, Delta), alpha
+
+        else:
+            s, V, uf, J_model, diag_model = _trust_region_svd(
+                J_h, state.f, g_h, diag_h, eps, small_linalg
+            )
+
+            def trust_region_step(Delta: Array, alpha: Array) -> tuple[Array, Array]:
+                return solve_lsq_trust_region(n, n_residuals, uf, s, V, Delta, alpha, eps)
+
         theta = jnp.maximum(0.995, 1 - state.g_norm)
         x_norm = jnp.linalg.norm(x)
 
@@ -444,9 +479,7 @@ def trf_loop(
             )
 
         def inner_body(inner: _InnerState) -> _InnerState:
-            p_h, alpha = solve_lsq_trust_region(
-                n, n_residuals, uf, s, V, inner.Delta, inner.alpha, eps
-            )
+            p_h, alpha = trust_region_step(inner.Delta, inner.alpha)
             if bounded:
                 p = d * p_h
                 step, step_h, predicted = select_step(
@@ -455,7 +488,7 @@ def trf_loop(
                 x_new = make_strictly_feasible(x + step, lb, ub, rstep=0)
             else:
                 step_h = p_h
-                predicted = -evaluate_quadratic(J_model, g_h, step_h)
+                predicted = -evaluate_quadratic(J_model, g_h, step_h, diag=diag_model)
                 step = d * step_h
                 x_new = x + step
             trial = evaluate(x_new)
