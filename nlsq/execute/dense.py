@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
@@ -38,8 +38,9 @@ from nlsq.scipy_types import is_linear_operator, is_sparse_matrix
 from nlsq.solvers.progress import print_header
 from nlsq.solvers.termination import INITIAL_NOT_FINITE, TERMINATION_MESSAGES
 from nlsq.solvers.trf import TRFResult
-from nlsq.sparsity import SparsityPattern, fixed_pattern, sparsity_pattern
-from nlsq.structure import jacobian_sparsity
+
+if TYPE_CHECKING:
+    from nlsq.sparsity import SparsityPattern
 
 
 def solve(
@@ -83,13 +84,18 @@ def solve(
     ValueError
         If the residuals at the initial point are not finite.
     """
+    # The sparse machinery (and scipy.sparse) is loaded only for sparse problems.
     if isinstance(options.jac_sparsity, str):
+        from nlsq.structure import jacobian_sparsity
+
         # 'auto': the pattern read from the residual function's jaxpr.
         residual, _ = build()
         x0 = options.inputs.x0.astype(options.dtype)
         structure = jacobian_sparsity(lambda x: residual(x, data), x0)
         options = dataclasses.replace(options, jac_sparsity=structure)
     if pattern is None and options.jac_sparsity is not None:
+        from nlsq.sparsity import sparsity_pattern
+
         pattern = sparsity_pattern(options.jac_sparsity)
     spec = SolverSpec(
         method=options.method,
@@ -486,6 +492,8 @@ def solve_residuals_on_host(
                     return operator_on_device(x, *data)
 
             elif sparse:
+                from nlsq.sparsity import fixed_pattern
+
                 pattern = fixed_pattern(J0)
                 initial["jac"] = _values_on_pattern(J0, pattern)
                 values_on_device = host_callable(
