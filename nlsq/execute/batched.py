@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -79,6 +80,24 @@ def _take(
     return np.asarray(array[index], dtype=dtype)
 
 
+def _one_batch_at_a_time(run: Callable) -> Callable:
+    """``run`` holding :data:`_IN_FLIGHT`: batches from several threads run one after
+    the other."""
+
+    @functools.wraps(run)
+    def serialised(*args: Any, **kwargs: Any) -> Any:
+        if not _IN_FLIGHT.acquire(blocking=False):
+            logger.debug("curve_fit_batch: waiting for another thread's batch to finish")
+            _IN_FLIGHT.acquire()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            _IN_FLIGHT.release()
+
+    return serialised
+
+
+@_one_batch_at_a_time
 def run_batch_chunks(
     program: Callable,
     arrays: dict[str, Any],
@@ -94,24 +113,6 @@ def run_batch_chunks(
     the compiled shape; the copies' results are dropped. Batches called from several
     threads at once run one after the other.
     """
-    if not _IN_FLIGHT.acquire(blocking=False):
-        logger.debug("curve_fit_batch: waiting for another thread's batch to finish")
-        _IN_FLIGHT.acquire()
-    try:
-        return _run_chunks(program, arrays, layout, options, run, length, progress)
-    finally:
-        _IN_FLIGHT.release()
-
-
-def _run_chunks(
-    program: Callable,
-    arrays: dict[str, Any],
-    layout: BatchLayout,
-    options: ValidatedOptions,
-    run: np.ndarray,
-    length: int,
-    progress: BatchProgress,
-) -> tuple[np.ndarray, np.ndarray]:
     real = options.dtype
     inputs = options.inputs
     scalars = inputs.controls(real)
