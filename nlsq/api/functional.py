@@ -407,12 +407,24 @@ def _fit_functions(
         if padded is not None:
             data, n_residuals = padded
         ftol, xtol, gtol, max_nfev, x_scale, f_scale = controls
-        packed = pack_controls(
-            jnp, x0, lb, ub, ftol, xtol, gtol, max_nfev, x_scale, f_scale, n_residuals
-        )
         # Traced (under jit, vmap, grad) the jitted program is inlined; called with
-        # values it runs as curve_fit's own compiled executable.
-        call = program.jitted if _is_traced((packed, data)) else program
+        # values it runs as curve_fit's own compiled executable, its controls packed on
+        # the host (eager jax.numpy would compile each packing operation).
+        traced = _is_traced((x0, lb, ub, controls, data))
+        packed = pack_controls(
+            jnp if traced else np,
+            x0,
+            lb,
+            ub,
+            ftol,
+            xtol,
+            gtol,
+            max_nfev,
+            x_scale,
+            f_scale,
+            n_residuals,
+        )
+        call = program.jitted if traced else program
         summary, _, _, _ = call(packed, data, padded=n_residuals is not None)
         return summary[: summary_length(x0.shape[0])]
 

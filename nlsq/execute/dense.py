@@ -97,6 +97,7 @@ def solve(
         from nlsq.sparsity import sparsity_pattern
 
         pattern = sparsity_pattern(options.jac_sparsity)
+    lsmr = options.tr_solver == "lsmr"
     spec = SolverSpec(
         method=options.method,
         bounded=options.bounded,
@@ -112,9 +113,11 @@ def solve(
         jac_nfev=options.jac_nfev,
         jac_scheme=options.jac_scheme,
         diff_step=options.diff_step,
-        tr_solver="lsmr" if options.tr_solver == "lsmr" else "exact",
-        lsmr_options=options.lsmr_options,
-        regularize=options.regularize,
+        # LSMR's settings only where LSMR runs: an 'exact' program is one program (one
+        # cache entry, shared with nlsq.fit) whatever tr_options say.
+        tr_solver="lsmr" if lsmr else "exact",
+        lsmr_options=options.lsmr_options if lsmr else None,
+        regularize=options.regularize if lsmr else True,
         sparsity=None if pattern is None else (*pattern.shape, pattern.n_groups),
         jacobian_values=jacobian_values,
     )
