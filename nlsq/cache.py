@@ -246,13 +246,6 @@ def track_compiles() -> Iterator[CallStats]:
             )
 
 
-def record_disk_load() -> None:
-    """Count a program loaded from disk by nlsq itself in the running call."""
-    call = getattr(_active, "call", None)
-    if call is not None:
-        call.disk_hits += 1
-
-
 # --- persistent compilation cache ---------------------------------------------------
 
 _disk_lock = threading.Lock()

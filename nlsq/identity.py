@@ -25,11 +25,6 @@ import xxhash
 
 _SCALARS = (type(None), bool, int, float, complex, str, bytes, np.generic)
 _MAX_DEPTH = 8
-#: Packages whose code changes only with their version, which the persistent cache's
-#: key records (see :mod:`nlsq.program.executables`).
-_VERSIONED_LIBRARIES = frozenset(
-    {"jax", "jaxlib", "numpy", "math", "cmath", "operator", "functools", "builtins"}
-)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -58,9 +53,6 @@ class _Fingerprint:
     def __init__(self) -> None:
         self.hash = xxhash.xxh3_128()
         self._visiting: set[int] = set()
-        #: Whether some value was fingerprinted by its ``id``, which only holds
-        #: within this process.
-        self.process_local = False
 
     def tag(self, text: str) -> None:
         self.hash.update(text.encode())
@@ -68,7 +60,6 @@ class _Fingerprint:
 
     def value(self, obj: Any, depth: int = 0) -> None:
         if depth > _MAX_DEPTH or id(obj) in self._visiting:
-            self.process_local = True
             self.tag(f"id:{id(obj)}")
             return
         if isinstance(obj, _SCALARS):
@@ -85,10 +76,8 @@ class _Fingerprint:
             items = sorted(obj.items(), key=lambda item: repr(item[0]))
             self._visit(obj, lambda: [self.value(item, depth + 1) for item in items])
         elif isinstance(obj, types.ModuleType):
-            self._note_library(obj.__name__)
             self.tag(f"module:{obj.__name__}")
         elif isinstance(obj, type):
-            self._note_library(obj.__module__)
             self.tag(f"class:{obj.__module__}.{obj.__qualname__}")
         elif isinstance(obj, types.FunctionType):
             self._visit(obj, lambda: self.function(obj, depth))
@@ -102,22 +91,13 @@ class _Fingerprint:
             self.value(obj.args, depth + 1)
             self.value(obj.keywords, depth + 1)
         elif isinstance(obj, types.BuiltinFunctionType | np.ufunc):
-            module = getattr(obj, "__module__", None) or "builtins"
-            self._note_library(module)
-            self.tag(f"builtin:{module}.{obj.__name__}")
+            self.tag(f"builtin:{getattr(obj, '__module__', '')}.{obj.__name__}")
         else:
             # Other objects (instances, jitted functions, ...) by identity, plus their
             # plain data attributes: a model method reads them as constants.
-            self.process_local = True
             self.tag(f"object:{type(obj).__module__}.{type(obj).__qualname__}:{id(obj)}")
             attributes = vars(obj) if hasattr(obj, "__dict__") else {}
             self._visit(obj, lambda: self.data_attributes(attributes, depth))
-
-    def _note_library(self, module: str) -> None:
-        """Code of other modules is named, not fingerprinted: within a process it cannot
-        change, but the user's own modules may change before the next process."""
-        if module.split(".")[0] not in _VERSIONED_LIBRARIES:
-            self.process_local = True
 
     def _visit(self, obj: Any, feed) -> None:
         self._visiting.add(id(obj))
@@ -213,14 +193,3 @@ def model_key(model: Any) -> str:
     fingerprint = _Fingerprint()
     fingerprint.value(model)
     return fingerprint.hash.hexdigest()
-
-
-def persistent_model_key(model: Any) -> str | None:
-    """:func:`model_key`, or None when it holds only in this process.
-
-    A key holds across processes unless some value the model captures or reads was
-    fingerprinted by its identity (an instance, a client, a deeply nested value).
-    """
-    fingerprint = _Fingerprint()
-    fingerprint.value(model)
-    return None if fingerprint.process_local else fingerprint.hash.hexdigest()

@@ -119,7 +119,6 @@ def test_first_process_compiles_and_writes_cache_files(warm) -> None:
     assert stats["compile_time_ms"] > 0
     assert cold["cache_info"]["disk_cache_dir"] == str(directory)
     assert cold["files"], "no cache file written"
-    assert any(name.endswith(".exe") for name in cold["files"]), "no executable written"
     assert cold["warnings"] == []
     # nlsq's count agrees with JAX's own events for the solver program.
     assert cold["events"] == {"program_compiles": stats["compiles"], "disk_hits": 0}
@@ -133,9 +132,8 @@ def test_second_process_loads_from_disk(warm) -> None:
     assert stats["hit"] is False  # loading from disk is not an in-memory hit
     assert second["cache_info"]["total_disk_hits"] == 1
     assert second["cache_info"]["total_compiles"] == 0
-    # The solver program is nlsq's own serialized executable: JAX neither traces nor
-    # compiles it, so it reports no compile and no cache hit of its own.
-    assert second["events"] == {"program_compiles": 0, "disk_hits": 0}
+    # JAX reports the load as a backend "compile" plus a cache hit; nlsq nets them out.
+    assert second["events"] == {"program_compiles": 1, "disk_hits": 1}
     assert second["popt"] == cold["popt"]
     assert second["pcov"] == cold["pcov"]
     assert second["nfev"] == cold["nfev"]

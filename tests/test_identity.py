@@ -18,7 +18,7 @@ import pytest
 import scipy.optimize as so
 
 import nlsq
-from nlsq.identity import model_key, persistent_model_key
+from nlsq.identity import model_key
 
 POPT_RTOL = 1e-8
 PCOV_RTOL = 1e-6
@@ -352,51 +352,3 @@ def test_names_that_warn_on_a_module_do_not_break_the_key() -> None:
         return np.exp(-a * x)
 
     assert model_key(model) == model_key(model)
-
-
-# --- identities that hold across processes (the executables kept on disk) ----------
-
-
-def _jax_only(x, a, b):
-    return a * jnp.exp(-b * x)
-
-
-class _Holder:
-    def __init__(self, scale: float) -> None:
-        self.scale = scale
-
-    def model(self, x, a):
-        return self.scale * a * x
-
-
-def test_a_jax_model_of_plain_values_has_a_persistent_key() -> None:
-    offset = np.arange(3.0)
-
-    def closure(x, a):
-        return a * x + offset
-
-    assert persistent_model_key(_jax_only) == model_key(_jax_only)
-    assert persistent_model_key(closure) == model_key(closure)
-
-
-def test_a_model_holding_an_object_has_no_persistent_key() -> None:
-    holder = _Holder(2.0)
-
-    def closure(x, a):
-        return holder.scale * a * x
-
-    assert persistent_model_key(holder.model) is None
-    assert persistent_model_key(closure) is None
-    assert model_key(closure) is not None
-
-
-def test_a_model_reading_another_module_has_no_persistent_key() -> None:
-    # The other module's code may change before the next process, and is named, not
-    # fingerprinted: in-process keys may rely on it, persistent keys may not.
-    helpers = types.ModuleType("user_helpers")
-    helpers.shape = lambda x: x
-    namespace = {"helpers": helpers}
-    exec("def model(x, a):\n    return a * helpers.shape(x)\n", namespace)
-    assert persistent_model_key(namespace["model"]) is None
-    namespace["helpers"] = jnp
-    assert persistent_model_key(namespace["model"]) is not None

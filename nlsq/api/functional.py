@@ -407,9 +407,8 @@ def _fit_functions(
         if padded is not None:
             data, n_residuals = padded
         ftol, xtol, gtol, max_nfev, x_scale, f_scale = controls
-        # Traced (under jit, vmap, grad) the jitted program is inlined; called with
-        # values it runs as curve_fit's own compiled executable, its controls packed on
-        # the host (eager jax.numpy would compile each packing operation).
+        # Concrete controls are packed on the host: eager jax.numpy would compile each
+        # packing operation.
         traced = _is_traced((x0, lb, ub, controls, data))
         packed = pack_controls(
             jnp if traced else np,
@@ -424,8 +423,7 @@ def _fit_functions(
             f_scale,
             n_residuals,
         )
-        call = program.jitted if traced else program
-        summary, _, _, _ = call(packed, data, padded=n_residuals is not None)
+        summary, _, _, _ = program(packed, data, padded=n_residuals is not None)
         return summary[: summary_length(x0.shape[0])]
 
     def solve(x0: Array, lb: Array, ub: Array, inputs: tuple) -> tuple:

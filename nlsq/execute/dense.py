@@ -19,7 +19,7 @@ from nlsq.host import (
     runs_on_host,
     warn_once,
 )
-from nlsq.identity import model_key, persistent_model_key
+from nlsq.identity import model_key
 from nlsq.prepare.arguments import PreparedFit, finite_difference_options, split_arguments
 from nlsq.prepare.options import ValidatedOptions, lsmr_settings
 from nlsq.program.build import build_program, cached_program
@@ -52,15 +52,10 @@ def solve(
     with_covariance: bool,
     n_residuals: int | None = None,
     lm_factors: bool = False,
-    persistent_identity: Callable[[], str | None] | None = None,
     pattern: SparsityPattern | None = None,
     jacobian_values: bool = False,
 ) -> tuple[TRFResult, Any, dict]:
     """Run the cached compiled program for a validated problem.
-
-    ``persistent_identity`` returns an identity of the model that holds across
-    processes (or None); with it, a program without host callbacks is also kept on
-    disk as an executable. It is called only when the program is built.
 
     ``n_residuals`` is the number of real residuals when ``data`` is padded to a
     size bucket (``None``: not padded). ``lm_factors`` (method 'lm' with covariance)
@@ -124,14 +119,7 @@ def solve(
     if pattern is not None:
         data = (data, (pattern.rows, pattern.cols, pattern.groups))
 
-    def build_single() -> Callable:
-        identity = None
-        if persistent_identity is not None and _serializable(spec):
-            identity = persistent_identity()
-        persistent_key = None if identity is None else repr(("single", identity, spec))
-        return build_program(*build(), spec, persistent_key)
-
-    program = cached_program("single", model_key, spec, build_single)
+    program = cached_program("single", model_key, spec, lambda: build_program(*build(), spec))
     if options.verbose == 2 and options.method != "lm":
         print_header()
     with callback_fit(options.callback) as token:
@@ -148,12 +136,6 @@ def solve(
             f"first-order optimality {float(raw.optimality):.2e}."
         )
     return raw, pcov, cache_stats
-
-
-def _serializable(spec: SolverSpec) -> bool:
-    """Whether a program of ``spec`` can be stored on disk: no host callbacks (printing,
-    a user callback) and nothing identified by object identity (a custom loss)."""
-    return isinstance(spec.loss, str) and not spec.callback and spec.verbose == 0
 
 
 def fit_dense(
@@ -273,11 +255,6 @@ def _solve_traced(
         residual = model_residual(traced_model(f), prepared.sigma_kind)
         return residual, None if jac_at is None else model_jacobian(jac_at, prepared.sigma_kind)
 
-    def persistent_identity() -> str | None:
-        models = (f, jac_at) if jac_at is not None else (f,)
-        stable = all(persistent_model_key(model) is not None for model in models)
-        return repr(fit_key) if stable else None
-
     return solve(
         options,
         fit_key,
@@ -286,7 +263,6 @@ def _solve_traced(
         with_covariance=True,
         n_residuals=n_residuals,
         lm_factors=lm_factors,
-        persistent_identity=persistent_identity,
     )
 
 

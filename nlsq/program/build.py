@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nlsq import config
-from nlsq.cache import ensure_disk_cache, programs
+from nlsq.cache import programs
 from nlsq.covariance import leastsq_covariance, unscaled_covariance
 from nlsq.errors import TraceTimeInputError
 from nlsq.finite_diff import (
@@ -29,7 +29,6 @@ from nlsq.identity import model_key
 from nlsq.jacobian import autodiff_jacobian
 from nlsq.loss import resolve_loss
 from nlsq.program.callback import dispatch as dispatch_callback
-from nlsq.program.executables import ExecutableProgram
 from nlsq.program.model import (
     as_residual_vector,
     checked_loss,
@@ -286,22 +285,14 @@ def program_function(residual: Residual, jacobian: Residual | None, spec: Solver
     return program
 
 
-def build_program(
-    residual: Residual,
-    jacobian: Residual | None,
-    spec: SolverSpec,
-    persistent_key: str | None = None,
-) -> ExecutableProgram:
-    """The compiled single-fit :func:`program_function`, its small inputs and outputs
-    packed.
+def build_program(residual: Residual, jacobian: Residual | None, spec: SolverSpec) -> Callable:
+    """The jitted single-fit :func:`program_function`, its small inputs and outputs packed.
 
     The program takes ``(controls, data, padded)``: ``controls`` from
-    :meth:`nlsq.program.spec.SolverInputs.packed`, ``padded`` (static) whether the
-    last control is a real residual count. It returns ``(summary_and_pcov, fun, jac,
+    :func:`nlsq.program.spec.pack_controls`, ``padded`` (static) whether the last
+    control is a real residual count. It returns ``(summary_and_pcov, fun, jac,
     factors)``: the summary vector followed by the flattened covariance, so that one
-    fetch brings both, and ``leastsq``'s ``(fjac, ipvt, qtf)`` or None. With a
-    ``persistent_key`` (an identity of model and spec that holds across processes)
-    its executables are also kept on disk.
+    fetch brings both, and ``leastsq``'s ``(fjac, ipvt, qtf)`` or None.
     """
     fit = program_function(residual, jacobian, spec)
     dtype = np.dtype(spec.dtype)
@@ -321,8 +312,7 @@ def build_program(
             summary = jnp.concatenate([summary, pcov.ravel()])
         return summary, fun, jac, factors
 
-    jitted = jax.jit(program, static_argnames="padded")
-    return ExecutableProgram(jitted, persistent_key, ensure_disk_cache)
+    return jax.jit(program, static_argnames="padded")
 
 
 def batch_program(
