@@ -33,18 +33,6 @@ from nlsq.solvers.subspace import solve_trust_region_2d
 from nlsq.sparsity import group_columns, sparsity_pattern
 from tests.stopping import assert_same_or_legitimate_status, gradient_test_value
 
-
-@pytest.fixture(autouse=True)
-def _no_disk_cache_writes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep this module's programs out of JAX's persistent cache.
-
-    In full-suite runs (never in this module alone) XLA:CPU's serialisation of one of
-    these programs for the cache aborted the interpreter, twice at the same case; the
-    disk cache itself is tested in tests/test_disk_cache.py.
-    """
-    monkeypatch.setenv("NLSQ_DISK_CACHE_MIN_COMPILE_TIME", "1e9")
-
-
 # --------------------------------------------------------------------------------------
 # Problems
 # --------------------------------------------------------------------------------------
