@@ -406,23 +406,10 @@ def _fit_functions(
         padded = _padding(f, model_id, theta[0], theta[1], kind, theta[2], x0)
         if padded is not None:
             data, n_residuals = padded
-        ftol, xtol, gtol, max_nfev, x_scale, f_scale = controls
         # Concrete controls are packed on the host: eager jax.numpy would compile each
-        # packing operation.
-        traced = _is_traced((x0, lb, ub, controls, data))
-        packed = pack_controls(
-            jnp if traced else np,
-            x0,
-            lb,
-            ub,
-            ftol,
-            xtol,
-            gtol,
-            max_nfev,
-            x_scale,
-            f_scale,
-            n_residuals,
-        )
+        # packing operation. ``controls`` is (ftol, xtol, gtol, max_nfev, x_scale, f_scale).
+        xp = jnp if _is_traced((x0, lb, ub, controls, data)) else np
+        packed = pack_controls(xp, x0, lb, ub, *controls, n_residuals)
         summary, _, _, _ = program(packed, data, padded=n_residuals is not None)
         return summary[: summary_length(x0.shape[0])]
 
