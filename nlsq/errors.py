@@ -38,6 +38,14 @@ class FitMemoryError(MemoryError):
 
     Raised from JAX's ``RESOURCE_EXHAUSTED`` runtime error (kept as ``__cause__``),
     with a message that says how to fit in less memory.
+
+    Notes
+    -----
+    XLA:CPU (jaxlib 0.10) reports a failed allocation of a program's working arrays,
+    but waits forever when it cannot allocate one of its outputs (for the in-memory fit,
+    the ``m x n`` Jacobian). The memory budget (setting ``large.memory_budget``) keeps
+    fits that large out of memory by chunking them; raising it far above the memory a
+    process may use (``ulimit -v``, a container's limit) gives up that protection.
     """
 
 
