@@ -23,13 +23,14 @@ Example file::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,27 @@ def _flatten(content: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 _config_file = _ConfigFile()
 
+#: The config file's values held by :func:`one_reading` (per thread).
+_held = threading.local()
+
+
+@contextlib.contextmanager
+def one_reading() -> Iterator[None]:
+    """Look at the config file once for every setting read in this block (this thread).
+
+    A fit reads several settings; outside this block each read checks whether the file
+    changed (a ``stat``). A change during the block applies from the next block on.
+    Blocks may nest; the outermost one's reading holds.
+    """
+    if getattr(_held, "values", None) is not None:
+        yield
+        return
+    _held.values = _config_file.values()
+    try:
+        yield
+    finally:
+        _held.values = None
+
 
 def resolve(key: str, argument: Any = None) -> tuple[Any, str]:
     """Value of setting ``key`` and where it came from.
@@ -289,7 +311,9 @@ def resolve(key: str, argument: Any = None) -> tuple[Any, str]:
                 stacklevel=2,
             )
 
-    values = _config_file.values()
+    values = getattr(_held, "values", None)
+    if values is None:
+        values = _config_file.values()
     if key in values:
         try:
             return setting.parse(values[key]), f"config file {config_path()}"

@@ -527,3 +527,28 @@ def test_least_squares_broken_file_warns_once_across_fits(config_file: Path, cap
 def test_least_squares_invalid_argument_raises(config_file: Path) -> None:
     with pytest.raises(ValueError, match="jacobian_mode"):
         nlsq.least_squares(_residual, [1.0, 1.0], args=(T, Y), jacobian_mode="sideways")
+
+
+def test_one_reading_holds_the_file_for_its_block(config_file: Path, monkeypatch) -> None:
+    """Inside :func:`nlsq.config.one_reading` every setting comes from one look at the
+    file (one ``stat``), so a fit sees one configuration; the next block sees a change."""
+    write_config(config_file, {"large": {"memory_budget": 4096}, "jacobian_mode": "rev"})
+    stats = []
+    real_stat = os.stat
+
+    def counted_stat(path, *args, **kwargs):
+        if isinstance(path, str):  # config's own look (pathlib passes Path objects)
+            stats.append(path)
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counted_stat)
+    with config.one_reading():
+        assert config.get("large.memory_budget") == 4096
+        write_config(config_file, {"large": {"memory_budget": 8192}})
+        assert config.get("jacobian_mode") == "rev"
+        assert config.get("large.memory_budget") == 4096
+        with config.one_reading():
+            assert config.get("large.memory_budget") == 4096
+    assert stats == [str(config_file)]
+    assert config.get("large.memory_budget") == 8192
+    assert config.get("jacobian_mode") == "auto"

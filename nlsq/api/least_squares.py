@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nlsq import config
 from nlsq.execute.dense import fit_residuals
 from nlsq.finish.assemble import to_optimize_result
 from nlsq.prepare.options import validate_options
@@ -136,28 +137,29 @@ def least_squares(
         For invalid arguments (scipy's messages), or when the residuals at ``x0``
         are not finite.
     """
-    options = validate_options(
-        x0,
-        jac=jac,
-        bounds=bounds,
-        method=method,
-        ftol=ftol,
-        xtol=xtol,
-        gtol=gtol,
-        x_scale=x_scale,
-        loss=loss,
-        f_scale=f_scale,
-        tr_solver=tr_solver,
-        jac_sparsity=jac_sparsity,
-        max_nfev=max_nfev,
-        verbose=verbose,
-        callback=callback,
-        dtype=dtype,
-        jacobian_mode=jacobian_mode,
-        diff_step=diff_step,
-        tr_options=tr_options,
-    )
-    raw = fit_residuals(fun, jac, options, args, kwargs or {})
+    with config.one_reading():
+        options = validate_options(
+            x0,
+            jac=jac,
+            bounds=bounds,
+            method=method,
+            ftol=ftol,
+            xtol=xtol,
+            gtol=gtol,
+            x_scale=x_scale,
+            loss=loss,
+            f_scale=f_scale,
+            tr_solver=tr_solver,
+            jac_sparsity=jac_sparsity,
+            max_nfev=max_nfev,
+            verbose=verbose,
+            callback=callback,
+            dtype=dtype,
+            jacobian_mode=jacobian_mode,
+            diff_step=diff_step,
+            tr_options=tr_options,
+        )
+        raw = fit_residuals(fun, jac, options, args, kwargs or {})
     result = to_optimize_result(raw, options.bounded)
     if options.method == "lm" and not callable(jac):
         result.njev = None

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from nlsq import config
 from nlsq.batch_result import BatchResult
 from nlsq.cache import stats
 from nlsq.execute.batched import BatchProgress, run_batch_chunks
@@ -99,18 +100,19 @@ def curve_fit_call(
     ``chunk_size``.
     """
     chunk_size = kwargs.pop("chunk_size", None) if "chunk_size" in kwargs else None
-    prepared = prepare_curve_fit(
-        f, xdata, ydata, p0, sigma, check_finite, bounds, method, jac, nan_policy, kwargs
-    )
-    result, factors = fit_curve(
-        f,
-        jac,
-        prepared,
-        absolute_sigma=bool(absolute_sigma),
-        chunk_size=chunk_size,
-        lm_factors=full_output and method == "lm",
-        fixed_length=fixed_length,
-    )
+    with config.one_reading():
+        prepared = prepare_curve_fit(
+            f, xdata, ydata, p0, sigma, check_finite, bounds, method, jac, nan_policy, kwargs
+        )
+        result, factors = fit_curve(
+            f,
+            jac,
+            prepared,
+            absolute_sigma=bool(absolute_sigma),
+            chunk_size=chunk_size,
+            lm_factors=full_output and method == "lm",
+            fixed_length=fixed_length,
+        )
     return result, factors, prepared
 
 
