@@ -529,19 +529,25 @@ def test_least_squares_invalid_argument_raises(config_file: Path) -> None:
         nlsq.least_squares(_residual, [1.0, 1.0], args=(T, Y), jacobian_mode="sideways")
 
 
-def test_one_reading_holds_the_file_for_its_block(config_file: Path, monkeypatch) -> None:
-    """Inside :func:`nlsq.config.one_reading` every setting comes from one look at the
-    file (one ``stat``), so a fit sees one configuration; the next block sees a change."""
-    write_config(config_file, {"large": {"memory_budget": 4096}, "jacobian_mode": "rev"})
+def _count_config_stats(monkeypatch, config_file: Path) -> list:
+    """The ``stat`` calls on ``config_file`` from here on (config's own: str paths)."""
     stats = []
     real_stat = os.stat
 
     def counted_stat(path, *args, **kwargs):
-        if isinstance(path, str):  # config's own look (pathlib passes Path objects)
+        if path == str(config_file):
             stats.append(path)
         return real_stat(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "stat", counted_stat)
+    return stats
+
+
+def test_one_reading_holds_the_file_for_its_block(config_file: Path, monkeypatch) -> None:
+    """Inside :func:`nlsq.config.one_reading` every setting comes from one look at the
+    file (one ``stat``), so a fit sees one configuration; the next block sees a change."""
+    write_config(config_file, {"large": {"memory_budget": 4096}, "jacobian_mode": "rev"})
+    stats = _count_config_stats(monkeypatch, config_file)
     with config.one_reading():
         assert config.get("large.memory_budget") == 4096
         write_config(config_file, {"large": {"memory_budget": 8192}})
@@ -552,3 +558,21 @@ def test_one_reading_holds_the_file_for_its_block(config_file: Path, monkeypatch
     assert stats == [str(config_file)]
     assert config.get("large.memory_budget") == 8192
     assert config.get("jacobian_mode") == "auto"
+
+
+@pytest.mark.parametrize("front_door", ["curve_fit", "least_squares"])
+def test_a_fit_reads_the_config_file_once(config_file: Path, monkeypatch, front_door) -> None:
+    """Every setting a hot fit reads (cache, buckets, disk cache, memory budget,
+    Jacobian mode) comes from one look at the file."""
+    write_config(config_file, {"jacobian_mode": "fwd"})
+
+    def fit() -> None:
+        if front_door == "curve_fit":
+            nlsq.curve_fit(lambda t, a, b: a * jnp.exp(-b * t), T, Y, p0=[1.0, 1.0])
+        else:
+            nlsq.least_squares(_residual, [1.0, 1.0], args=(T, Y))
+
+    fit()
+    stats = _count_config_stats(monkeypatch, config_file)
+    fit()
+    assert len(stats) == 1

@@ -76,6 +76,7 @@ def fit_curve(
     return result, lm_infodict_factors(outputs, options)
 
 
+@config.one_reading()
 def curve_fit_call(
     f: Callable,
     xdata: Any,
@@ -100,22 +101,22 @@ def curve_fit_call(
     ``chunk_size``.
     """
     chunk_size = kwargs.pop("chunk_size", None) if "chunk_size" in kwargs else None
-    with config.one_reading():
-        prepared = prepare_curve_fit(
-            f, xdata, ydata, p0, sigma, check_finite, bounds, method, jac, nan_policy, kwargs
-        )
-        result, factors = fit_curve(
-            f,
-            jac,
-            prepared,
-            absolute_sigma=bool(absolute_sigma),
-            chunk_size=chunk_size,
-            lm_factors=full_output and method == "lm",
-            fixed_length=fixed_length,
-        )
+    prepared = prepare_curve_fit(
+        f, xdata, ydata, p0, sigma, check_finite, bounds, method, jac, nan_policy, kwargs
+    )
+    result, factors = fit_curve(
+        f,
+        jac,
+        prepared,
+        absolute_sigma=bool(absolute_sigma),
+        chunk_size=chunk_size,
+        lm_factors=full_output and method == "lm",
+        fixed_length=fixed_length,
+    )
     return result, factors, prepared
 
 
+@config.one_reading()
 def fit_large(
     f: Callable,
     data: ArrayData | IterableData,
@@ -142,6 +143,7 @@ def fit_large(
     )
 
 
+@config.one_reading()
 def fit_batch(
     f: Callable,
     jac: Callable | str | None,
