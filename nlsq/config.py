@@ -3,7 +3,8 @@
 A setting's value comes from, in order: the argument of the call, the ``NLSQ_*``
 environment variable, the JSON config file, the built-in default. The file is
 ``~/.nlsq/config.json`` unless ``NLSQ_CONFIG`` names another; it is read lazily,
-cached, and re-read only when its modification time or size changes.
+cached, and re-read only when its modification time or size changes; a fit looks at it
+once (:func:`one_reading`).
 
 Bad configuration never breaks a fit: an invalid argument raises ``ValueError``; an
 invalid environment variable or file value issues a :class:`ConfigWarning` naming
