@@ -96,6 +96,16 @@ def _assignments() -> list[list[tuple]]:
 
 
 @pytest.mark.timeout(300)
+def _run_to_completion(threads: list, errors: list, hang_message: str) -> None:
+    """Start ``threads``, wait for them (240 s each at most); none may hang or fail."""
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=240)
+    assert not any(thread.is_alive() for thread in threads), hang_message
+    assert not errors, errors
+
+
 def test_threads_fit_through_the_shared_cache() -> None:
     assignments = _assignments()
     # scipy's answers first, with exact (analytic) Jacobians like nlsq's.
@@ -125,12 +135,7 @@ def test_threads_fit_through_the_shared_cache() -> None:
             errors.append(error)
 
     threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in assignments]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=240)
-    assert not any(thread.is_alive() for thread in threads), "a fitting thread hangs"
-    assert not errors, errors
+    _run_to_completion(threads, errors, "a fitting thread hangs")
 
     assert results.keys() == expected.keys()
     for key, (popt, pcov) in results.items():
@@ -210,12 +215,7 @@ def test_two_threads_run_batches_at_once() -> None:
             errors.append(error)
 
     threads = [threading.Thread(target=worker, args=(h,), daemon=True) for h in (0, 1)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=240)
-    assert not any(thread.is_alive() for thread in threads), "a batch thread hangs"
-    assert not errors, errors
+    _run_to_completion(threads, errors, "a batch thread hangs")
     for half, part in enumerate(halves):
         assert len(results[half]) == rounds
         for index in (0, n_fits // 2, n_fits - 1):
