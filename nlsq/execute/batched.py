@@ -122,7 +122,6 @@ def run_batch_chunks(
     summaries = np.empty((run.size, 3 * n + len(SCALAR_FIELDS)), real)
     covariances = np.empty((run.size, n, n), real)
     pending: list = []
-    chunks = {"done": 0, "count": 0}
 
     def dispatch(index: np.ndarray) -> Any:
         data = (
@@ -142,9 +141,8 @@ def run_batch_chunks(
             summary, pcov = jax.device_get(outputs)
         summaries[start : start + count] = np.asarray(summary)[:count]
         covariances[start : start + count] = np.asarray(pcov)[:count]
-        chunks["done"] += count
-        chunks["count"] += 1
-        progress.update(chunks["done"], chunks["count"], count)
+        # Chunks come back in order: everything before this one is done.
+        progress.update(start + count, start // length + 1, count)
 
     for start in range(0, run.size, length):
         index = run[start : start + length]
