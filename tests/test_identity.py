@@ -352,3 +352,123 @@ def test_names_that_warn_on_a_module_do_not_break_the_key() -> None:
         return np.exp(-a * x)
 
     assert model_key(model) == model_key(model)
+
+
+# --------------------------------------------------------------------------------------
+# A remembered key is reused only while every value it was made from is unchanged
+# --------------------------------------------------------------------------------------
+
+
+def _fresh_key(model) -> str:
+    """The key hashed from scratch (a copy of the function is not remembered yet)."""
+    copy = types.FunctionType(
+        model.__code__, model.__globals__, model.__name__, model.__defaults__, model.__closure__
+    )
+    copy.__kwdefaults__ = model.__kwdefaults__
+    copy.__qualname__ = model.__qualname__
+    return model_key(copy)
+
+
+class _Settings:
+    def __init__(self) -> None:
+        self.k = 2.0
+
+
+_SETTINGS = _Settings()
+
+
+def _reads_instance(x, a):
+    return a * _SETTINGS.k * x
+
+
+def _change(case: str, monkeypatch: pytest.MonkeyPatch):
+    """A model whose key is remembered, and a change to one value it reads."""
+    this = sys.modules[__name__]
+    if case == "global":
+        return _global_scaled, lambda: monkeypatch.setattr(this, "SCALE", 3.0)
+    if case == "nested helper":
+        replacement = lambda x, b: jnp.exp(-b * x) + 1.0  # noqa: E731
+        return _uses_helper, lambda: monkeypatch.setattr(this, "_helper", replacement)
+    if case == "instance attribute":
+        return _reads_instance, lambda: monkeypatch.setattr(_SETTINGS, "k", 3.0)
+    if case == "new instance attribute":
+        return _reads_instance, lambda: monkeypatch.setattr(_SETTINGS, "extra", 1.0, False)
+    if case == "module attribute":
+        settings = types.ModuleType("nlsq_test_settings")
+        settings.K = 2.0
+        return (lambda x, a: a * settings.K * x), lambda: setattr(settings, "K", 3.0)
+    c = 1.0
+
+    def closure(x, a, k=2):
+        return a * x**k + c
+
+    if case == "closure cell":
+
+        def rebind():
+            nonlocal c
+            c = 2.0
+
+        return closure, rebind
+    if case == "defaults":
+        return closure, lambda: setattr(closure, "__defaults__", (3,))
+
+    def other(x, a, k=2):
+        return a * x**k - c
+
+    if case == "code":
+        return closure, lambda: setattr(closure, "__code__", other.__code__)
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "global",
+        "nested helper",
+        "instance attribute",
+        "new instance attribute",
+        "module attribute",
+        "closure cell",
+        "defaults",
+        "code",
+    ],
+)
+def test_a_remembered_key_follows_every_change(case, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, change = _change(case, monkeypatch)
+    before = model_key(model)
+    assert model_key(model) == before == _fresh_key(model)
+    change()
+    after = model_key(model)
+    assert after == _fresh_key(model)
+    assert after != before
+
+
+def test_a_captured_array_is_hashed_on_every_call() -> None:
+    w = np.array([1.0, 2.0])
+    f, _ = _make_sine(jnp, w)
+    keys = [model_key(f)]
+    for value in (3.0, 4.0):
+        w[1] = value
+        keys.append(model_key(f))
+    assert len(set(keys)) == 3
+
+
+def test_an_unchanged_function_is_not_hashed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nlsq.identity as identity
+
+    hashes = []
+    real = identity.xxhash
+
+    def counting_hash():
+        hashes.append(1)
+        return real.xxh3_128()
+
+    def model(x, a, b):
+        return a * jnp.exp(-b * x) + SCALE
+
+    monkeypatch.setattr(identity, "xxhash", types.SimpleNamespace(xxh3_128=counting_hash))
+    first = model_key(model)
+    assert hashes
+    hashed = len(hashes)
+    assert model_key(model) == first
+    assert len(hashes) == hashed
