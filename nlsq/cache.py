@@ -204,6 +204,18 @@ def _on_duration_event(event: str, duration: float, **_: Any) -> None:
         call.compile_seconds += duration
 
 
+def current_call() -> CallStats | None:
+    """The figures of the nlsq call running in this thread (None outside one)."""
+    return getattr(_active, "call", None)
+
+
+def count_disk_load() -> None:
+    """Count a program loaded from disk without JAX's cache (nlsq's own executables)."""
+    call = current_call()
+    if call is not None:
+        call.disk_hits += 1
+
+
 def _on_event(event: str, **_: Any) -> None:
     call = getattr(_active, "call", None)
     if call is not None and event == _DISK_HIT_EVENT:
@@ -249,7 +261,17 @@ def track_compiles() -> Iterator[CallStats]:
 # --- persistent compilation cache ---------------------------------------------------
 
 _disk_lock = threading.Lock()
-_disk_state: dict[str, Any] = {"configured": False, "dir": None}
+_disk_state: dict[str, Any] = {"configured": False, "dir": None, "own": False}
+
+
+def executable_store_dir() -> Path | None:
+    """Where nlsq keeps whole compiled programs (see :mod:`nlsq.program.stored`): a
+    folder of nlsq's persistent cache directory; None when the disk cache is off or
+    the JAX cache directory is the user's own."""
+    directory = ensure_disk_cache()
+    if directory is None or not _disk_state["own"]:
+        return None
+    return directory / "executables"
 
 
 def default_disk_cache_dir() -> Path:
@@ -309,6 +331,7 @@ def ensure_disk_cache() -> Path | None:
             return None
         jax.config.update("jax_compilation_cache_dir", os.fspath(directory))
         _disk_state["dir"] = directory
+        _disk_state["own"] = True
         logger.debug("persistent compilation cache at %s", directory)
         return directory
 
@@ -322,6 +345,18 @@ def disk_cache_threshold() -> Iterator[None]:
         yield
         return
     with state(threshold):
+        yield
+
+
+@contextlib.contextmanager
+def without_jax_disk_writes() -> Iterator[None]:
+    """Compile without writing to JAX's persistent cache (this thread only): for
+    programs that nlsq stores itself."""
+    state = getattr(jax._src.config, "persistent_cache_min_compile_time_secs", None)
+    if state is None or not callable(state):
+        yield
+        return
+    with state(float("inf")):
         yield
 
 

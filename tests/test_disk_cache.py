@@ -132,8 +132,9 @@ def test_second_process_loads_from_disk(warm) -> None:
     assert stats["hit"] is False  # loading from disk is not an in-memory hit
     assert second["cache_info"]["total_disk_hits"] == 1
     assert second["cache_info"]["total_compiles"] == 0
-    # JAX reports the load as a backend "compile" plus a cache hit; nlsq nets them out.
-    assert second["events"] == {"program_compiles": 1, "disk_hits": 1}
+    # nlsq loads the whole executable from its own store (nlsq.program.stored): JAX
+    # neither compiles the solver program nor reads it from its cache.
+    assert second["events"] == {"program_compiles": 0, "disk_hits": 0}
     assert second["popt"] == cold["popt"]
     assert second["pcov"] == cold["pcov"]
     assert second["nfev"] == cold["nfev"]

@@ -27,7 +27,7 @@ from nlsq.implicit import implicit_minimize
 from nlsq.jacobian import autodiff_jacobian
 from nlsq.loss import evaluate_loss, loss_cost, resolve_loss, scale_for_robust_loss
 from nlsq.prepare.options import ValidatedOptions, keyword_options
-from nlsq.program.build import build_program, cached_program
+from nlsq.program.build import build_program, cached_program, single_program
 from nlsq.program.model import as_residual_vector, model_residual, traced_model
 from nlsq.program.padding import bucketed_data
 from nlsq.program.run import SCALAR_FIELDS, summary_length
@@ -398,7 +398,7 @@ def _fit_functions(
     n_controls_scale = -1  # f_scale is the last of the controls
     residual = model_residual(model_at, kind)
     rho = resolve_loss(spec.loss)
-    program = cached_program("single", model_id, spec, lambda: build_program(residual, None, spec))
+    program = single_program(model_id, spec, lambda: build_program(residual, None, spec))
 
     def run(x0: Array, lb: Array, ub: Array, inputs: tuple) -> Array:
         theta, controls = inputs

@@ -22,7 +22,7 @@ from nlsq.host import (
 from nlsq.identity import model_key
 from nlsq.prepare.arguments import PreparedFit, finite_difference_options, split_arguments
 from nlsq.prepare.options import ValidatedOptions, lsmr_settings
-from nlsq.program.build import build_program, cached_program
+from nlsq.program.build import build_program, single_program
 from nlsq.program.callback import callback_fit
 from nlsq.program.model import (
     model_jacobian,
@@ -119,7 +119,7 @@ def solve(
     if pattern is not None:
         data = (data, (pattern.rows, pattern.cols, pattern.groups))
 
-    program = cached_program("single", model_key, spec, lambda: build_program(*build(), spec))
+    program = single_program(model_key, spec, lambda: build_program(*build(), spec))
     if options.verbose == 2 and options.method != "lm":
         print_header()
     with callback_fit(options.callback) as token:

@@ -40,6 +40,7 @@ from nlsq.program.model import (
 )
 from nlsq.program.run import pack_summary
 from nlsq.program.spec import BatchLayout, LargeSpec, SolverSpec, unpack_controls
+from nlsq.program.stored import stored_program
 from nlsq.program.streaming import chunk_loader, report_progress
 from nlsq.solvers.gram import ChunkSource, covariance_from_gram, trf_chunked
 from nlsq.solvers.progress import host_callback_hook
@@ -76,6 +77,15 @@ def cached_program(
 ) -> Callable:
     """The compiled program for ``(kind, model_id, spec)``, built on first use."""
     return programs.get_or_build(program_key(kind, model_id, spec), build)
+
+
+def single_program(
+    model_id: Hashable | None, spec: SolverSpec, build: Callable[[], Callable]
+) -> Callable:
+    """The compiled single-fit program (:func:`build_program`) for ``(model_id, spec)``,
+    its executables kept on disk between processes (:mod:`nlsq.program.stored`)."""
+    key = program_key("single", model_id, spec)
+    return programs.get_or_build(key, lambda: stored_program(build(), key))
 
 
 def solver_for(method: str) -> Callable[..., TRFResult]:

@@ -1,0 +1,210 @@
+"""Whole compiled single-fit programs kept on disk, so that a fresh process skips
+tracing and lowering as well as compiling.
+
+JAX's persistent cache is keyed on the lowered program, so a warm start still traces
+the fit (model, solver, covariance) and lowers it to StableHLO, which costs most of a
+warm first fit. Here the executable itself is stored under a digest of nlsq's program
+key (model identity and static options), the input shapes, and everything else that
+could change the program: the nlsq source, the JAX and jaxlib versions, the backend,
+the CPU and JAX's configuration. A changed model or setting gives another digest, so
+a stale executable is never loaded; an entry that cannot be loaded is compiled again.
+
+Executables are written only when they were compiled here: one that JAX loaded from
+its own cache does not serialize reliably on XLA:CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import pickle
+import platform
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import xxhash
+
+from nlsq import config
+from nlsq.cache import (
+    count_disk_load,
+    current_call,
+    executable_store_dir,
+    without_jax_disk_writes,
+)
+
+logger = logging.getLogger("nlsq")
+
+#: Marks a repr that holds a memory address: a key of this process only.
+_ADDRESS_MARK = " at 0x"
+#: In the name of every host-callback custom call of a lowered program.
+_CALLBACK_MARK = "callback"
+
+
+class StoredProgram:
+    """A jitted single-fit program whose executables come from (and go to) the store.
+
+    Called as the jitted program is, ``program(controls, data, padded=...)``. Traced
+    arguments (the program inside another transformation) go to the jitted program.
+    Each input signature gets one executable: loaded from the store, or compiled and
+    then stored.
+    """
+
+    def __init__(self, jitted: Callable, key: Hashable, directory: Path) -> None:
+        self.jitted = jitted
+        self._key = key
+        self._directory = directory
+        self._executables: dict[Hashable, Callable] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, controls: Any, data: Any, padded: bool) -> Any:
+        leaves, treedef = jax.tree.flatten((controls, data))
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+            return self.jitted(controls, data, padded=padded)
+        signature = (treedef, padded, tuple(_input_type(leaf) for leaf in leaves))
+        executable = self._executables.get(signature)
+        if executable is None:
+            with self._lock:
+                executable = self._executables.get(signature)
+                if executable is None:
+                    executable = self._load_or_compile(signature, controls, data, padded)
+                    self._executables[signature] = executable
+        return executable(controls, data)
+
+    def _load_or_compile(self, signature: tuple, controls: Any, data: Any, padded: bool):
+        path = self._path(signature)
+        executable = None if path is None else load_executable(path)
+        if executable is not None:
+            count_disk_load()
+            return executable
+        call = current_call()
+        loads_before = 0 if call is None else call.disk_hits
+        start = time.perf_counter()
+        lowered = self.jitted.lower(controls, data, padded=padded)
+        # nlsq's store holds this program: JAX's cache need not hold it as well.
+        with without_jax_disk_writes():
+            executable = lowered.compile()
+        worth_storing = time.perf_counter() - start >= config.get(
+            "cache_config.disk_cache_min_compile_time_secs"
+        )
+        compiled_here = call is None or call.disk_hits == loads_before
+        # A program that calls back into Python refers to this process's functions.
+        if (
+            path is not None
+            and worth_storing
+            and compiled_here
+            and _CALLBACK_MARK not in lowered.as_text()
+        ):
+            store_executable(path, executable)
+        return executable
+
+    def _path(self, signature: tuple) -> Path | None:
+        """The file of this program and signature; None for a key of this process only."""
+        treedef, padded, types = signature
+        text = repr((self._key, str(treedef), padded, types, environment()))
+        if _ADDRESS_MARK in text:
+            return None
+        return self._directory / f"{xxhash.xxh3_128_hexdigest(text.encode())}.xla"
+
+
+def _input_type(leaf: Any) -> tuple:
+    """Shape and dtype of one input (a Python scalar by its type)."""
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+        return ((), type(leaf).__name__)
+    return (tuple(leaf.shape), str(dtype), bool(getattr(leaf, "weak_type", False)))
+
+
+def stored_program(jitted: Callable, key: Hashable | None) -> Callable:
+    """``jitted`` with its executables kept on disk, where the store is in use (nlsq's
+    own persistent cache directory, a program with a cache key); else ``jitted``."""
+    directory = None if key is None else executable_store_dir()
+    if directory is None:
+        return jitted
+    return StoredProgram(jitted, key, directory)
+
+
+def load_executable(path: Path) -> Callable | None:
+    """The executable stored at ``path``, or None (absent, or unreadable: compiled anew)."""
+    from jax.experimental.serialize_executable import deserialize_and_load
+
+    try:
+        with open(path, "rb") as file:
+            payload, in_tree, out_tree = pickle.load(file)
+        _prepare_lapack()
+        return deserialize_and_load(payload, in_tree, out_tree)
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # noqa: BLE001 - any bad entry is compiled again
+        logger.debug("stored program %s not loaded (%s); compiling it", path.name, error)
+        return None
+
+
+@functools.cache
+def _prepare_lapack() -> None:
+    """Load the LAPACK kernels that compiled programs call: lowering a factorisation
+    does it, and a loaded executable was never lowered in this process."""
+    from jaxlib import lapack
+
+    lapack.prepare_lapack_call("geqrf", np.float64)
+
+
+def store_executable(path: Path, executable: Any) -> None:
+    """Write ``executable`` to ``path`` atomically; a failure only costs the next start."""
+    from jax.experimental.serialize_executable import serialize
+
+    try:
+        payload = pickle.dumps(serialize(executable))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(handle, "wb") as file:
+            file.write(payload)
+        os.replace(temporary, path)
+    except Exception as error:  # noqa: BLE001 - the fit has its executable already
+        logger.debug("program not stored at %s (%s)", path, error)
+
+
+@functools.cache
+def environment() -> str:
+    """Digest of what besides the key and inputs decides a compiled program."""
+    import jaxlib
+
+    backend = jax.devices()[0].client
+    parts = (
+        _source_digest(),
+        jax.__version__,
+        jaxlib.__version__,
+        backend.platform,
+        backend.platform_version,
+        jax.devices()[0].device_kind,
+        _cpu_identity(),
+        os.environ.get("XLA_FLAGS", ""),
+        repr(sorted((name, repr(value)) for name, value in jax.config.values.items())),
+    )
+    return xxhash.xxh3_128_hexdigest(repr(parts).encode())
+
+
+def _source_digest() -> str:
+    """Digest of nlsq's own source files: a changed solver is another program."""
+    package = Path(__file__).resolve().parents[1]
+    digest = xxhash.xxh3_128()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cpu_identity() -> str:
+    """The CPU model and instruction-set flags: XLA:CPU compiles for the host CPU."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+            lines = [line for line in file if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
