@@ -170,24 +170,29 @@ def store_executable(path: Path, executable: Any) -> None:
         logger.debug("program not stored at %s (%s)", path, error)
 
 
-@functools.cache
 def environment() -> str:
-    """Digest of what besides the key and inputs decides a compiled program."""
+    """Digest of what besides the key and inputs decides a compiled program: the
+    installation (read once) and JAX's configuration now."""
+    settings = sorted((name, repr(value)) for name, value in jax.config.values.items())
+    parts = (_installation(), os.environ.get("XLA_FLAGS", ""), repr(settings))
+    return xxhash.xxh3_128_hexdigest(repr(parts).encode())
+
+
+@functools.cache
+def _installation() -> tuple:
+    """nlsq's source, the JAX and jaxlib versions, the backend and the CPU."""
     import jaxlib
 
-    backend = jax.devices()[0].client
-    parts = (
+    device = jax.devices()[0]
+    return (
         _source_digest(),
         jax.__version__,
         jaxlib.__version__,
-        backend.platform,
-        backend.platform_version,
-        jax.devices()[0].device_kind,
+        device.client.platform,
+        device.client.platform_version,
+        device.device_kind,
         _cpu_identity(),
-        os.environ.get("XLA_FLAGS", ""),
-        repr(sorted((name, repr(value)) for name, value in jax.config.values.items())),
     )
-    return xxhash.xxh3_128_hexdigest(repr(parts).encode())
 
 
 def _source_digest() -> str:
