@@ -93,6 +93,14 @@ class ProgramCache:
                     self._building.pop(key, None)
         return program
 
+    def get(self, key: Hashable) -> Any:
+        """The value stored under ``key``, or None."""
+        return self._lookup(key)
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store ``value`` under ``key`` (the least recently used one goes first)."""
+        self._store(key, value)
+
     def _lookup(self, key: Hashable) -> Any:
         with self._lock:
             program = self._programs.get(key)
@@ -121,6 +129,10 @@ class ProgramCache:
 
 
 programs = ProgramCache(max_size=None)
+
+#: The shape-level decisions of in-memory curve fits (options, compiled program, size
+#: bucket), reused by calls that repeat one with new values (:mod:`nlsq.prepare.repeat`).
+repeat_plans = ProgramCache(max_size=64)
 
 
 @dataclass
@@ -385,4 +397,5 @@ def clear_cache() -> None:
     The persistent disk cache is left as it is; delete its directory to empty it.
     """
     programs.clear()
+    repeat_plans.clear()
     stats.reset()

@@ -204,8 +204,10 @@ class _ConfigFile:
                 stat.st_mode,
             )
         except FileNotFoundError:
+            self._forget()
             return {}
         except OSError as error:
+            self._forget()
             self._warn_once((path, "stat"), f"cannot read config file {path}: {error}")
             return {}
         with self._lock:
@@ -213,6 +215,15 @@ class _ConfigFile:
                 self._values = self._read(path, signature)
                 self._signature = signature
             return self._values
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._signature, self._values = None, {}
+
+    def signature(self) -> tuple | None:
+        """The identity of the file last read (None: none read yet, or none there)."""
+        with self._lock:
+            return self._signature
 
     def _read(self, path: str, signature: tuple) -> dict[str, Any]:
         try:
@@ -248,6 +259,19 @@ def _flatten(content: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 _config_file = _ConfigFile()
+
+#: Every environment variable a setting is read from, and the config file's path.
+_ENVIRONMENT_NAMES = (CONFIG_PATH_ENV, *(setting.env for setting in SETTINGS.values()))
+
+
+def settings_token() -> tuple:
+    """What the settings are read from now: their environment variables and the config
+    file's identity (path, inode, times, size; None without a file). Equal tokens give
+    equal settings, so a decision made under one token holds under an equal one."""
+    if getattr(_held, "values", None) is None:
+        _config_file.values()
+    return (tuple(os.environ.get(name) for name in _ENVIRONMENT_NAMES), _config_file.signature())
+
 
 #: The config file's values held by :func:`one_reading` (per thread).
 _held = threading.local()

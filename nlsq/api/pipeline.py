@@ -16,10 +16,10 @@ import numpy as np
 
 from nlsq import config
 from nlsq.batch_result import BatchResult
-from nlsq.cache import stats
+from nlsq.cache import repeat_plans, stats
 from nlsq.execute.batched import BatchProgress, run_batch_chunks
 from nlsq.execute.chunked import fit_chunked
-from nlsq.execute.dense import fit_dense
+from nlsq.execute.dense import DensePlan, fit_dense, rerun_dense
 from nlsq.finish.assemble import (
     chunked_fit_data,
     curve_fit_return,
@@ -33,6 +33,7 @@ from nlsq.plan.chunked import plan_chunked
 from nlsq.prepare.arguments import PreparedFit, prepare_curve_fit
 from nlsq.prepare.batch import PreparedBatch, batch_solver_spec
 from nlsq.prepare.options import ValidatedOptions
+from nlsq.prepare.repeat import RepeatedCall, RepeatedValues, repeated_call, repeated_values
 from nlsq.program.build import batch_program
 from nlsq.program.context import counted_run
 from nlsq.program.sources import ArrayData, IterableData
@@ -49,11 +50,13 @@ def fit_curve(
     chunk_size: int | None = None,
     lm_factors: bool = False,
     fixed_length: int | None = None,
+    repeated: RepeatedCall | None = None,
 ) -> tuple[FitResult, dict | None]:
     """One prepared curve fit, in memory or chunked.
 
     Returns the result and, with ``lm_factors`` (``method='lm'``), ``leastsq``'s
-    factorisation for its ``infodict`` (else None).
+    factorisation for its ``infodict`` (else None). With the signature of a call that
+    can be ``repeated``, the fit's decisions are kept for the calls that repeat it.
 
     Raises
     ------
@@ -65,7 +68,20 @@ def fit_curve(
         data = ArrayData(prepared.xdata, prepared.ydata, weights, check_finite=False)
         return fit_large(f, data, prepared.options, absolute_sigma, chunk_size=chunk_size), None
     outputs, options = fit_dense(f, jac, prepared, lm_factors, fixed_length)
-    result = finish_fit(
+    result = _finish_dense(f, outputs, options, prepared, absolute_sigma)
+    if repeated is not None and outputs["plan"] is not None:
+        repeat_plans.put(repeated.signature, outputs["plan"])
+    return result, lm_infodict_factors(outputs, options)
+
+
+def _finish_dense(
+    f: Callable,
+    outputs: dict[str, Any],
+    options: ValidatedOptions,
+    prepared: PreparedFit,
+    absolute_sigma: bool,
+) -> FitResult:
+    return finish_fit(
         outputs,
         options,
         prepared.leastsq,
@@ -73,7 +89,25 @@ def fit_curve(
         model=f,
         data=FitData(prepared.xdata, prepared.ydata, prepared.sigma_kind, prepared.transform),
     )
-    return result, lm_infodict_factors(outputs, options)
+
+
+def _refit(
+    f: Callable, plan: DensePlan, values: RepeatedValues, bounds: tuple, absolute_sigma: bool
+) -> tuple[FitResult, PreparedFit]:
+    """A repeated call: its checked values through the plan of the call it repeats."""
+    outputs, options = rerun_dense(
+        plan, values.x0, bounds, values.xdata, values.ydata, values.transform
+    )
+    prepared = PreparedFit(
+        options,
+        values.xdata,
+        values.ydata,
+        values.sigma_kind,
+        values.transform,
+        values.x0.size,
+        plan.leastsq,
+    )
+    return _finish_dense(f, outputs, options, prepared, absolute_sigma), prepared
 
 
 @config.one_reading()
@@ -101,6 +135,19 @@ def curve_fit_call(
     ``chunk_size``.
     """
     chunk_size = kwargs.pop("chunk_size", None) if "chunk_size" in kwargs else None
+    repeated = None
+    if chunk_size is None:
+        repeated = repeated_call(
+            f, xdata, ydata, p0, sigma, check_finite, bounds, method, jac, nan_policy,
+            kwargs, full_output, fixed_length,
+        )  # fmt: skip
+    plan = None if repeated is None else repeat_plans.get(repeated.signature)
+    if plan is not None:
+        values = repeated_values(repeated, xdata, ydata, p0, sigma, check_finite)
+        if values is not None:
+            bounds = (repeated.lb, repeated.ub)
+            result, prepared = _refit(f, plan, values, bounds, bool(absolute_sigma))
+            return result, None, prepared
     prepared = prepare_curve_fit(
         f, xdata, ydata, p0, sigma, check_finite, bounds, method, jac, nan_policy, kwargs
     )
@@ -112,6 +159,7 @@ def curve_fit_call(
         chunk_size=chunk_size,
         lm_factors=full_output and method == "lm",
         fixed_length=fixed_length,
+        repeated=repeated,
     )
     return result, factors, prepared
 

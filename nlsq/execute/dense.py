@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
 
+from nlsq import config
 from nlsq.host import (
     host_callable,
     host_fit,
@@ -21,7 +23,7 @@ from nlsq.host import (
 )
 from nlsq.identity import model_key
 from nlsq.prepare.arguments import PreparedFit, finite_difference_options, split_arguments
-from nlsq.prepare.options import ValidatedOptions, lsmr_settings
+from nlsq.prepare.options import LeastsqSettings, ValidatedOptions, lsmr_settings
 from nlsq.program.build import build_program, single_program
 from nlsq.program.callback import callback_fit
 from nlsq.program.model import (
@@ -31,7 +33,7 @@ from nlsq.program.model import (
     traced_jacobian,
     traced_model,
 )
-from nlsq.program.padding import bucketed_data
+from nlsq.program.padding import bucketed_data, pad_to_bucket
 from nlsq.program.run import run_program
 from nlsq.program.spec import SolverSpec
 from nlsq.scipy_types import is_linear_operator, is_sparse_matrix
@@ -55,7 +57,8 @@ def solve(
     pattern: SparsityPattern | None = None,
     jacobian_values: bool = False,
 ) -> tuple[TRFResult, Any, dict]:
-    """Run the cached compiled program for a validated problem.
+    """Run the cached compiled program for a validated problem (:func:`dense_program`,
+    then :func:`run_dense`).
 
     ``n_residuals`` is the number of real residuals when ``data`` is padded to a
     size bucket (``None``: not padded). ``lm_factors`` (method 'lm' with covariance)
@@ -79,6 +82,32 @@ def solve(
     ValueError
         If the residuals at the initial point are not finite.
     """
+    program, options, data = dense_program(
+        options,
+        model_key,
+        build,
+        data,
+        with_covariance=with_covariance,
+        lm_factors=lm_factors,
+        pattern=pattern,
+        jacobian_values=jacobian_values,
+    )
+    return run_dense(program, options, data, n_residuals)
+
+
+def dense_program(
+    options: ValidatedOptions,
+    model_key: Any,
+    build: Callable,
+    data: Any,
+    *,
+    with_covariance: bool,
+    lm_factors: bool = False,
+    pattern: SparsityPattern | None = None,
+    jacobian_values: bool = False,
+) -> tuple[Callable, ValidatedOptions, Any]:
+    """The cached compiled program of a validated problem, with the options and data it
+    runs with (a sparsity pattern read from the model, and its index arrays, added)."""
     # The sparse machinery (and scipy.sparse) is loaded only for sparse problems.
     if isinstance(options.jac_sparsity, str):
         from nlsq.structure import jacobian_sparsity
@@ -120,6 +149,13 @@ def solve(
         data = (data, (pattern.rows, pattern.cols, pattern.groups))
 
     program = single_program(model_key, spec, lambda: build_program(*build(), spec))
+    return program, options, data
+
+
+def run_dense(
+    program: Callable, options: ValidatedOptions, data: Any, n_residuals: int | None
+) -> tuple[TRFResult, Any, dict]:
+    """One call of a single-fit program (see :func:`solve`), with ``verbose``'s output."""
     if options.verbose == 2 and options.method != "lm":
         print_header()
     with callback_fit(options.callback) as token:
@@ -179,6 +215,7 @@ def fit_dense(
         probe["jac"] = jac_probe["value"]
     options = finite_difference_options(prepared, jac, model_on_host)
     fit_key = ("curve_fit", key, jac_key, prepared.sigma_kind)
+    plan = None
     if model_on_host or jac_on_host:
         raw, pcov, cache_stats = _solve_model_on_host(
             f,
@@ -193,13 +230,20 @@ def fit_dense(
             lm_factors,
         )
     else:
-        raw, pcov, cache_stats = _solve_traced(
+        raw, pcov, cache_stats, plan = _solve_traced(
             f, jac_at, prepared, options, fit_key, xdata, lm_factors, fixed_length
         )
+    outputs = dense_outputs(raw, pcov, cache_stats)
+    outputs["plan"] = plan
+    return outputs, options
+
+
+def dense_outputs(raw: TRFResult, pcov: Any, cache_stats: dict) -> dict[str, Any]:
+    """A single fit's outputs, for :func:`nlsq.finish.assemble.finish_fit`."""
     factors = None
     if isinstance(pcov, tuple):
         pcov, *factors = pcov
-    outputs = {
+    return {
         "x": raw.x,
         "cost": raw.cost,
         "optimality": raw.optimality,
@@ -215,7 +259,6 @@ def fit_dense(
         # MINPACK's (fjac, ipvt, qtf), for leastsq's infodict.
         "lm_factors": factors,
     }
-    return outputs, options
 
 
 def _solve_traced(
@@ -255,15 +298,73 @@ def _solve_traced(
         residual = model_residual(traced_model(f), prepared.sigma_kind)
         return residual, None if jac_at is None else model_jacobian(jac_at, prepared.sigma_kind)
 
-    return solve(
-        options,
-        fit_key,
-        build,
-        data,
-        with_covariance=True,
-        n_residuals=n_residuals,
-        lm_factors=lm_factors,
+    program, run_options, data = dense_program(
+        options, fit_key, build, data, with_covariance=True, lm_factors=lm_factors
     )
+    raw, pcov, cache_stats = run_dense(program, run_options, data, n_residuals)
+    plan = None
+    if _repeatable(fit_key, jac_at, options, lm_factors):
+        bucket = None if n_residuals is None else data[1].size
+        plan = DensePlan(program, options, prepared.sigma_kind, prepared.leastsq, bucket)
+    return raw, pcov, cache_stats, plan
+
+
+@dataclass(frozen=True)
+class DensePlan:
+    """What an in-memory fit of a traced model decided from the shapes of its inputs:
+    a call with new values of the same shapes runs it again (:func:`rerun_dense`)."""
+
+    program: Callable
+    #: The options it ran with (``x0`` and the bounds are replaced on a new call).
+    options: ValidatedOptions
+    sigma_kind: str
+    leastsq: LeastsqSettings | None
+    #: The size bucket the data were padded to; None: run at their own length.
+    bucket: int | None
+
+
+def _repeatable(
+    fit_key: tuple, jac_at: Callable | None, options: ValidatedOptions, lm_factors: bool
+) -> bool:
+    """A fit whose decisions hold for any values of the same shapes: a model with an
+    identity, no callable ``jac`` or host callbacks, programs kept in the cache."""
+    return (
+        fit_key[1] is not None
+        and jac_at is None
+        and not lm_factors
+        and options.callback is None
+        and options.verbose == 0
+        and options.jac_scheme is None
+        and options.jac_sparsity is None
+        and config.get("cache_config.enable")
+    )
+
+
+def rerun_dense(
+    plan: DensePlan,
+    x0: np.ndarray,
+    bounds: tuple[np.ndarray, np.ndarray],
+    xdata: np.ndarray,
+    ydata: np.ndarray,
+    transform: np.ndarray | None,
+) -> tuple[dict[str, Any], ValidatedOptions]:
+    """Run a :class:`DensePlan` on new values (checked as a full call checks them):
+    the same program, padding rule and outputs as :func:`fit_dense`."""
+    lb, ub = bounds
+    inputs = dataclasses.replace(plan.options.inputs, x0=x0, lb=lb, ub=ub)
+    options = dataclasses.replace(plan.options, inputs=inputs)
+    real = options.dtype
+    xdata = xdata.astype(real, copy=False)
+    n_residuals = None
+    if plan.bucket is not None:
+        n_residuals = ydata.size
+        if plan.bucket != ydata.size:
+            xdata, ydata, transform = pad_to_bucket(
+                xdata, ydata, plan.sigma_kind, transform, plan.bucket
+            )
+    data = (xdata, ydata.astype(real), None if transform is None else transform.astype(real))
+    raw, pcov, cache_stats = run_dense(plan.program, options, data, n_residuals)
+    return dense_outputs(raw, pcov, cache_stats), options
 
 
 def _solve_model_on_host(

@@ -146,6 +146,16 @@ class PreparedFit:
     leastsq: LeastsqSettings | None = None
 
 
+def checked_data(xdata: Any, ydata: Any, check_finite: bool) -> tuple[Any, np.ndarray]:
+    """``xdata`` (when array-like) and ``ydata`` as float arrays, refused by NumPy's
+    ``asarray_chkfinite`` when ``check_finite`` and they hold NaN or inf (scipy's error)."""
+    convert = np.asarray_chkfinite if check_finite else np.asarray
+    ydata = convert(ydata, float)
+    if is_array_like(xdata):
+        xdata = convert(xdata, float)
+    return xdata, ydata
+
+
 def prepare_curve_fit(
     f: Callable,
     xdata: Any,
@@ -192,12 +202,7 @@ def prepare_curve_fit(
 
     if check_finite is None:
         check_finite = nan_policy is None
-    if check_finite:
-        ydata = np.asarray_chkfinite(ydata, float)
-    else:
-        ydata = np.asarray(ydata, float)
-    if is_array_like(xdata):
-        xdata = np.asarray_chkfinite(xdata, float) if check_finite else np.asarray(xdata, float)
+    xdata, ydata = checked_data(xdata, ydata, check_finite)
     if ydata.size == 0:
         raise ValueError("`ydata` must not be empty!")
 

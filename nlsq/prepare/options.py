@@ -85,10 +85,15 @@ def lsmr_settings(tr_options: dict | None, method: str) -> tuple[LsmrOptions, bo
     )
 
 
+def tolerance_warns(tol: float | None) -> bool:
+    """Whether ``least_squares`` warns for this tolerance (below the machine epsilon)."""
+    return tol is not None and tol < EPS
+
+
 def _check_tolerance(tol: float | None, name: str) -> float:
     if tol is None:
         return 0.0
-    if tol < EPS:
+    if tolerance_warns(tol):
         warnings.warn(
             f"Setting `{name}` below the machine epsilon ({EPS:.2e}) effectively "
             f"disables the corresponding termination condition.",

@@ -118,7 +118,7 @@ def _input_type(leaf: Any) -> tuple:
     dtype = getattr(leaf, "dtype", None)
     if dtype is None:
         return ((), type(leaf).__name__)
-    return (tuple(leaf.shape), str(dtype), bool(getattr(leaf, "weak_type", False)))
+    return (leaf.shape, dtype, getattr(leaf, "weak_type", False))
 
 
 def stored_program(jitted: Callable, key: Hashable | None) -> Callable:
