@@ -72,6 +72,21 @@ def test_repeated_calls_equal_the_full_path(case, monkeypatch: pytest.MonkeyPatc
     assert cache.repeat_plans.hits == hits + 2
 
 
+def test_repeated_calls_without_p0_equal_the_full_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    bounds = ([0.0, 0.0, -1.0], [10.0, 5.0, 2.0])
+    x, y = _data(11)
+    nlsq.curve_fit(_model, x, y, bounds=bounds)
+    hits = cache.repeat_plans.hits
+    x, y = _data(12)
+    popt, pcov = nlsq.curve_fit(_model, x, y, bounds=bounds)
+    assert cache.repeat_plans.hits == hits + 1
+    popt_full, pcov_full = _full_path(monkeypatch, _model, x, y, bounds=bounds)
+    np.testing.assert_array_equal(popt, popt_full)
+    np.testing.assert_array_equal(pcov, pcov_full)
+    popt_scipy, _ = so.curve_fit(_numpy_model, x, y, bounds=bounds)
+    np.testing.assert_allclose(popt, popt_scipy, rtol=1e-6)
+
+
 def test_new_bound_values_are_inputs_of_the_repeated_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -20,7 +20,12 @@ import numpy as np
 from nlsq import config
 from nlsq.bounds import prepare_bounds
 from nlsq.identity import model_key
-from nlsq.prepare.arguments import checked_data, sigma_transform
+from nlsq.prepare.arguments import (
+    checked_data,
+    initialize_feasible,
+    number_of_parameters,
+    sigma_transform,
+)
 from nlsq.prepare.options import tolerance_warns
 from nlsq.scipy_types import is_bounds
 
@@ -74,7 +79,6 @@ def repeated_call(
         jac is not None
         or nan_policy is not None
         or full_output
-        or p0 is None
         or type(xdata) is not np.ndarray
         or type(ydata) is not np.ndarray
         or ydata.ndim != 1
@@ -86,8 +90,8 @@ def repeated_call(
         if not isinstance(value, _PLAIN) or (name in _TOLERANCES and tolerance_warns(value)):
             return None
         options.append((name, value))
-    n = len(p0) if isinstance(p0, list | tuple) else np.size(p0)
     try:
+        n = parameter_count(f, p0)
         lb, ub = prepare_bounds((bounds.lb, bounds.ub) if is_bounds(bounds) else bounds, n)
     except (TypeError, ValueError):
         return None
@@ -112,6 +116,19 @@ def repeated_call(
     return RepeatedCall(signature, lb, ub)
 
 
+def parameter_count(f: Callable, p0: Any) -> int:
+    """The number of parameters: ``p0``'s length, or counted from ``f``'s signature.
+
+    Raises
+    ------
+    ValueError
+        If ``p0`` is None and ``f``'s signature does not tell.
+    """
+    if p0 is None:
+        return number_of_parameters(f)
+    return len(p0) if isinstance(p0, list | tuple) else np.size(p0)
+
+
 def repeated_values(
     call: RepeatedCall,
     xdata: np.ndarray,
@@ -125,11 +142,13 @@ def repeated_values(
     None where a full call would refuse the initial point or the bounds (it then gives
     the error); NaN or inf in the data and a bad ``sigma`` raise as in a full call.
     """
+    lb, ub = call.lb, call.ub
+    if p0 is None:
+        p0 = initialize_feasible(lb, ub)
     p0 = np.atleast_1d(p0)
     if p0.dtype.kind not in "biuf" or p0.ndim != 1:
         return None
     x0 = p0.astype(float)
-    lb, ub = call.lb, call.ub
     if x0.shape != lb.shape or not (lb < ub).all() or not ((x0 >= lb) & (x0 <= ub)).all():
         return None
     xdata, ydata = checked_data(xdata, ydata, True if check_finite is None else check_finite)
