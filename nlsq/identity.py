@@ -156,6 +156,7 @@ class _Fingerprint:
                 attributes = _module_attributes(value, names)
                 self.module_reads(value, names, attributes)
                 self.data_attributes(attributes, depth)
+                self.function_attributes(attributes)
 
     def module_reads(
         self, module: types.ModuleType, names: tuple[str, ...], attributes: dict[str, Any]
@@ -178,6 +179,17 @@ class _Fingerprint:
             if _is_data(value):
                 self.stable = self.stable and isinstance(value, _SCALARS)
                 self.reads.append((namespace, name, value))
+
+    def function_attributes(self, attributes: dict[str, Any]) -> None:
+        """Fingerprint the code of module functions the model calls (``helpers.g``), so
+        that an edited and reloaded helper is another model; what those functions call
+        in turn is not followed (it would walk through whole libraries)."""
+        for name in sorted(attributes):
+            value = attributes[name]
+            if isinstance(value, types.FunctionType):
+                self.tag(f"module function:{name}:{value.__qualname__}")
+                self.hash.update(_code_digest(value.__code__))
+                self.reads.append((value, "__code__", value.__code__))
 
     def data_attributes(self, attributes: dict[str, Any], depth: int) -> None:
         """Fingerprint the attributes that hold data (numbers, strings, arrays)."""

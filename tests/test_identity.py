@@ -393,6 +393,11 @@ def _change(case: str, monkeypatch: pytest.MonkeyPatch):
         return _reads_instance, lambda: monkeypatch.setattr(_SETTINGS, "k", 3.0)
     if case == "new instance attribute":
         return _reads_instance, lambda: monkeypatch.setattr(_SETTINGS, "extra", 1.0, False)
+    if case == "module function":
+        helpers = types.ModuleType("nlsq_test_helpers")
+        helpers.g = lambda x: x
+        model = lambda x, a: a * helpers.g(x)  # noqa: E731
+        return model, lambda: setattr(helpers, "g", lambda x: 2 * x)
     if case == "module attribute":
         settings = types.ModuleType("nlsq_test_settings")
         settings.K = 2.0
@@ -428,6 +433,7 @@ def _change(case: str, monkeypatch: pytest.MonkeyPatch):
         "instance attribute",
         "new instance attribute",
         "module attribute",
+        "module function",
         "closure cell",
         "defaults",
         "code",

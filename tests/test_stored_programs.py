@@ -120,3 +120,62 @@ def test_without_a_disk_cache_the_jitted_program_is_used(
         return controls
 
     assert stored.stored_program(jitted, ("single", "model", "spec")) is jitted
+
+
+_HELPER_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np, jax.numpy as jnp
+    sys.path.insert(0, sys.argv[1])
+    import nlsq_test_helpers as helpers
+    import nlsq
+
+    def model(x, a, b):
+        return a * helpers.shape(x, b)
+
+    x = np.linspace(0, 4, 50)
+    y = 2.5 * np.exp(-1.3 * x) + 1.0
+    popt, _ = nlsq.curve_fit(model, x, y, p0=[1.0, 1.0])
+    info = nlsq.cache_info()
+    print(json.dumps({"popt": popt.tolist(), "disk_hits": info["total_disk_hits"]}))
+    """
+)
+
+
+def test_an_edited_helper_module_is_a_new_program(tmp_path: Path) -> None:
+    # The model reaches its helper through a module attribute, which its identity
+    # does not fingerprint: the stored program is keyed on the traced program instead.
+    helpers = tmp_path / "nlsq_test_helpers.py"
+    env = {**os.environ, "NLSQ_DISK_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("NLSQ_DISK_CACHE", None)
+
+    def fit(body: str) -> dict:
+        helpers.write_text(f"import jax.numpy as jnp\n\ndef shape(x, b):\n    return {body}\n")
+        done = subprocess.run(
+            [sys.executable, "-B", "-c", _HELPER_SCRIPT, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=240,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    x = np.linspace(0, 4, 50)
+    y = 2.5 * np.exp(-1.3 * x) + 1.0
+
+    def scipy_fit(shape) -> np.ndarray:
+        popt, _ = so.curve_fit(lambda x, a, b: a * shape(x, b), x, y, p0=[1.0, 1.0], method="trf")
+        return popt
+
+    plain = fit("jnp.exp(-b * x)")
+    np.testing.assert_allclose(plain["popt"], scipy_fit(lambda x, b: np.exp(-b * x)), rtol=1e-6)
+    offset = fit("jnp.exp(-b * x) + 1.0")
+    assert offset["disk_hits"] == 0
+    expected = scipy_fit(lambda x, b: np.exp(-b * x) + 1.0)
+    np.testing.assert_allclose(offset["popt"], expected, rtol=1e-6)
+    assert not np.allclose(plain["popt"], offset["popt"], rtol=1e-3)
+    again = fit("jnp.exp(-b * x) + 1.0")
+    assert again["disk_hits"] == 1
+    np.testing.assert_allclose(again["popt"], offset["popt"], rtol=1e-13)

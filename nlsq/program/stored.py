@@ -1,13 +1,15 @@
 """Whole compiled single-fit programs kept on disk, so that a fresh process skips
-tracing and lowering as well as compiling.
+lowering as well as compiling.
 
 JAX's persistent cache is keyed on the lowered program, so a warm start still traces
-the fit (model, solver, covariance) and lowers it to StableHLO, which costs most of a
-warm first fit. Here the executable itself is stored under a digest of nlsq's program
-key (model identity and static options), the input shapes, and everything else that
-could change the program: the nlsq source, the JAX and jaxlib versions, the backend,
-the CPU and JAX's configuration. A changed model or setting gives another digest, so
-a stale executable is never loaded; an entry that cannot be loaded is compiled again.
+the fit (model, solver, covariance) and lowers it to StableHLO, and lowering costs
+about twice what tracing does. Here the executable itself is stored under a digest of
+the traced program (the jaxpr's text, which names every operation, shape and static
+parameter, and the values of its constants), the input structure, and what the jaxpr
+does not show: the JAX and jaxlib versions (lowering rules), nlsq's source, the
+backend, the CPU and JAX's configuration. Any change to the computation gives another
+digest, so a stale executable is never loaded; an entry that cannot be loaded is
+compiled again.
 
 Executables are written only when they were compiled here: one that JAX loaded from
 its own cache does not serialize reliably on XLA:CPU.
@@ -43,7 +45,8 @@ logger = logging.getLogger("nlsq")
 
 #: Marks a repr that holds a memory address: a key of this process only.
 _ADDRESS_MARK = " at 0x"
-#: In the name of every host-callback custom call of a lowered program.
+#: In the name of every primitive that calls back into Python (pure, io and debug
+#: callbacks).
 _CALLBACK_MARK = "callback"
 
 
@@ -56,9 +59,8 @@ class StoredProgram:
     then stored.
     """
 
-    def __init__(self, jitted: Callable, key: Hashable, directory: Path) -> None:
+    def __init__(self, jitted: Callable, directory: Path) -> None:
         self.jitted = jitted
-        self._key = key
         self._directory = directory
         self._executables: dict[Hashable, Callable] = {}
         self._lock = threading.Lock()
@@ -78,15 +80,17 @@ class StoredProgram:
         return executable(controls, data)
 
     def _load_or_compile(self, signature: tuple, controls: Any, data: Any, padded: bool):
-        path = self._path(signature)
+        start = time.perf_counter()
+        traced = self.jitted.trace(controls, data, padded=padded)
+        program_text = str(traced.jaxpr)
+        path = self._path(signature[0], traced.jaxpr.consts, program_text)
         executable = None if path is None else load_executable(path)
         if executable is not None:
             count_disk_load()
             return executable
         call = current_call()
         loads_before = 0 if call is None else call.disk_hits
-        start = time.perf_counter()
-        lowered = self.jitted.lower(controls, data, padded=padded)
+        lowered = traced.lower()
         # nlsq's store holds this program: JAX's cache need not hold it as well.
         with without_jax_disk_writes():
             executable = lowered.compile()
@@ -95,22 +99,25 @@ class StoredProgram:
         )
         compiled_here = call is None or call.disk_hits == loads_before
         # A program that calls back into Python refers to this process's functions.
-        if (
-            path is not None
-            and worth_storing
-            and compiled_here
-            and _CALLBACK_MARK not in lowered.as_text()
-        ):
+        if path is not None and worth_storing and compiled_here:
             store_executable(path, executable)
         return executable
 
-    def _path(self, signature: tuple) -> Path | None:
-        """The file of this program and signature; None for a key of this process only."""
-        treedef, padded, types = signature
-        text = repr((self._key, str(treedef), padded, types, environment()))
-        if _ADDRESS_MARK in text:
+    def _path(self, treedef: Any, consts: list, program_text: str) -> Path | None:
+        """The file of a traced program; None for one that must not be stored: it calls
+        back into this process's Python functions, or its text holds a memory address
+        (a program of this process only)."""
+        if _CALLBACK_MARK in program_text or _ADDRESS_MARK in program_text:
             return None
-        return self._directory / f"{xxhash.xxh3_128_hexdigest(text.encode())}.xla"
+        digest = xxhash.xxh3_128()
+        for part in (program_text, str(treedef), environment()):
+            digest.update(part.encode())
+            digest.update(b"\x00")
+        for const in consts:
+            value = np.asarray(const)
+            digest.update(f"{value.dtype}{value.shape}".encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        return self._directory / f"{digest.hexdigest()}.xla"
 
 
 def _input_type(leaf: Any) -> tuple:
@@ -127,7 +134,7 @@ def stored_program(jitted: Callable, key: Hashable | None) -> Callable:
     directory = None if key is None else executable_store_dir()
     if directory is None:
         return jitted
-    return StoredProgram(jitted, key, directory)
+    return StoredProgram(jitted, directory)
 
 
 def load_executable(path: Path) -> Callable | None:
@@ -171,7 +178,7 @@ def store_executable(path: Path, executable: Any) -> None:
 
 
 def environment() -> str:
-    """Digest of what besides the key and inputs decides a compiled program: the
+    """Digest of what besides the traced program decides its executable: the
     installation (read once) and JAX's configuration now."""
     settings = sorted((name, repr(value)) for name, value in jax.config.values.items())
     parts = (_installation(), os.environ.get("XLA_FLAGS", ""), repr(settings))
