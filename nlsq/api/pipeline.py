@@ -81,6 +81,7 @@ def _finish_dense(
     prepared: PreparedFit,
     absolute_sigma: bool,
 ) -> FitResult:
+    """The :class:`FitResult` of an in-memory fit of prepared data."""
     return finish_fit(
         outputs,
         options,

@@ -190,7 +190,9 @@ def fit_dense(
     Returns
     -------
     outputs : dict
-        The fit's outputs for :func:`nlsq.finish.assemble.finish_fit`.
+        The fit's outputs for :func:`nlsq.finish.assemble.finish_fit`, and under
+        ``"plan"`` the :class:`DensePlan` that a repeated call may reuse (None where
+        the decisions depend on more than the inputs' shapes).
     options : ValidatedOptions
         The options it ran with (finite differences chosen for a NumPy model).
     """
