@@ -79,7 +79,11 @@ class StoredProgram:
                     self._executables[signature] = executable
         return executable(controls, data)
 
-    def _load_or_compile(self, signature: tuple, controls: Any, data: Any, padded: bool):
+    def _load_or_compile(
+        self, signature: tuple, controls: Any, data: Any, padded: bool
+    ) -> Callable:
+        """The executable of one signature: loaded from the store, or compiled (and
+        stored when it is worth it and was compiled here)."""
         start = time.perf_counter()
         traced = self.jitted.trace(controls, data, padded=padded)
         program_text = str(traced.jaxpr)
@@ -98,7 +102,6 @@ class StoredProgram:
             "cache_config.disk_cache_min_compile_time_secs"
         )
         compiled_here = call is None or call.disk_hits == loads_before
-        # A program that calls back into Python refers to this process's functions.
         if path is not None and worth_storing and compiled_here:
             store_executable(path, executable)
         return executable
