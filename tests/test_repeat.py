@@ -129,6 +129,16 @@ def test_a_repeated_call_refuses_bad_values_as_scipy(change) -> None:
     assert str(caught.value) == expected
 
 
+def test_a_bad_tolerance_is_refused_as_by_a_full_call() -> None:
+    x, y = _data(13)
+    nlsq.curve_fit(_model, x, y, p0=[1.0, 1.0, 0.0])
+    bad = x.copy()
+    bad[3] = np.nan
+    # The full path checks the data before the options, whatever the earlier calls.
+    with pytest.raises(ValueError, match="infs or NaNs"):
+        nlsq.curve_fit(_model, bad, y, p0=[1.0, 1.0, 0.0], ftol="tight")
+
+
 def test_a_warning_of_the_options_repeats_on_every_call() -> None:
     x, y = _data(5)
     for _ in range(3):

@@ -87,7 +87,11 @@ def repeated_call(
         return None
     options = []
     for name, value in kwargs.items():
-        if not isinstance(value, _PLAIN) or (name in _TOLERANCES and tolerance_warns(value)):
+        if not isinstance(value, _PLAIN):
+            return None
+        if name in _TOLERANCES and not (
+            isinstance(value, int | float | type(None)) and not tolerance_warns(value)
+        ):
             return None
         options.append((name, value))
     try:
