@@ -351,24 +351,24 @@ def ensure_disk_cache() -> Path | None:
 @contextlib.contextmanager
 def disk_cache_threshold() -> Iterator[None]:
     """Cache nlsq's programs on disk even when they compile fast (this thread only)."""
-    threshold = config.get("cache_config.disk_cache_min_compile_time_secs")
-    state = getattr(jax._src.config, "persistent_cache_min_compile_time_secs", None)
-    if state is None or not callable(state):
+    with _jax_disk_threshold(config.get("cache_config.disk_cache_min_compile_time_secs")):
         yield
-        return
-    with state(threshold):
-        yield
+
+
+def without_jax_disk_writes() -> contextlib.AbstractContextManager:
+    """Compile without writing to JAX's persistent cache (this thread only): for
+    programs that nlsq stores itself."""
+    return _jax_disk_threshold(float("inf"))
 
 
 @contextlib.contextmanager
-def without_jax_disk_writes() -> Iterator[None]:
-    """Compile without writing to JAX's persistent cache (this thread only): for
-    programs that nlsq stores itself."""
+def _jax_disk_threshold(seconds: float) -> Iterator[None]:
+    """JAX's minimum compile time for writing to its persistent cache, in this thread."""
     state = getattr(jax._src.config, "persistent_cache_min_compile_time_secs", None)
     if state is None or not callable(state):
         yield
         return
-    with state(float("inf")):
+    with state(seconds):
         yield
 
 

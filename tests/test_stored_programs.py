@@ -51,11 +51,13 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _fit_in_fresh_process(directory: Path, model: str = "jax") -> dict:
+def _run_fresh(directory: Path, script: str, *args: str) -> dict:
+    """Run ``script`` in a fresh interpreter with the disk cache in ``directory``; its
+    last line of output, as JSON."""
     env = {**os.environ, "NLSQ_DISK_CACHE_DIR": str(directory)}
     env.pop("NLSQ_DISK_CACHE", None)
     done = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, model],
+        [sys.executable, "-B", "-c", script, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -64,6 +66,10 @@ def _fit_in_fresh_process(directory: Path, model: str = "jax") -> dict:
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _fit_in_fresh_process(directory: Path, model: str = "jax") -> dict:
+    return _run_fresh(directory, _SCRIPT, model)
 
 
 def _scipy_fit() -> np.ndarray:
@@ -146,21 +152,10 @@ def test_an_edited_helper_module_is_a_new_program(tmp_path: Path) -> None:
     # The model reaches its helper through a module attribute, which its identity
     # does not fingerprint: the stored program is keyed on the traced program instead.
     helpers = tmp_path / "nlsq_test_helpers.py"
-    env = {**os.environ, "NLSQ_DISK_CACHE_DIR": str(tmp_path / "cache")}
-    env.pop("NLSQ_DISK_CACHE", None)
 
     def fit(body: str) -> dict:
         helpers.write_text(f"import jax.numpy as jnp\n\ndef shape(x, b):\n    return {body}\n")
-        done = subprocess.run(
-            [sys.executable, "-B", "-c", _HELPER_SCRIPT, str(tmp_path)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=240,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return _run_fresh(tmp_path / "cache", _HELPER_SCRIPT, str(tmp_path))
 
     x = np.linspace(0, 4, 50)
     y = 2.5 * np.exp(-1.3 * x) + 1.0

@@ -184,10 +184,7 @@ def prepare_curve_fit(
         p0 = np.atleast_1d(p0)
         n = p0.size
 
-    if is_bounds(bounds):
-        lb, ub = prepare_bounds((bounds.lb, bounds.ub), n)
-    else:
-        lb, ub = prepare_bounds(bounds, n)
+    lb, ub = bounds_arrays(bounds, n)
     if p0 is None:
         p0 = initialize_feasible(lb, ub)
 
@@ -231,13 +228,28 @@ def prepare_curve_fit(
     return PreparedFit(options, xdata, ydata, kind, transform, p0.size)
 
 
+def parameter_count(f: Callable, p0: Any) -> int:
+    """The number of parameters: the size of ``p0``, or counted from ``f``'s signature.
+
+    Raises
+    ------
+    ValueError
+        If ``p0`` is None and ``f``'s signature does not tell.
+    """
+    return number_of_parameters(f) if p0 is None else int(np.size(p0))
+
+
+def bounds_arrays(bounds: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lb, ub)`` float arrays of length ``n`` from a 2-tuple or a ``Bounds``."""
+    if is_bounds(bounds):
+        bounds = (bounds.lb, bounds.ub)
+    return prepare_bounds(bounds, n)
+
+
 def initial_guess(f: Callable, p0: Any, bounds: Any) -> tuple[np.ndarray, Any]:
     """``p0`` as a float array (by default :func:`initialize_feasible`) and the bounds
     as ``(lb, ub)`` arrays."""
-    n = number_of_parameters(f) if p0 is None else np.atleast_1d(p0).size
-    if is_bounds(bounds):
-        bounds = (bounds.lb, bounds.ub)
-    lb, ub = prepare_bounds(bounds, n)
+    lb, ub = bounds_arrays(bounds, parameter_count(f, p0))
     if p0 is None:
         p0 = initialize_feasible(lb, ub)
     return np.atleast_1d(np.asarray(p0, float)), (lb, ub)

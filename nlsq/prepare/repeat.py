@@ -18,16 +18,15 @@ from typing import Any
 import numpy as np
 
 from nlsq import config
-from nlsq.bounds import prepare_bounds
 from nlsq.identity import model_key
 from nlsq.prepare.arguments import (
+    bounds_arrays,
     checked_data,
     initialize_feasible,
-    number_of_parameters,
+    parameter_count,
     sigma_transform,
 )
 from nlsq.prepare.options import tolerance_warns
-from nlsq.scipy_types import is_bounds
 
 #: Keyword values a signature may hold: immutable and compared by value.
 _PLAIN = (str, int, float, bool, type(None))
@@ -96,7 +95,7 @@ def repeated_call(
         options.append((name, value))
     try:
         n = parameter_count(f, p0)
-        lb, ub = prepare_bounds((bounds.lb, bounds.ub) if is_bounds(bounds) else bounds, n)
+        lb, ub = bounds_arrays(bounds, n)
     except (TypeError, ValueError):
         return None
     identity = model_key(f)
@@ -118,19 +117,6 @@ def repeated_call(
         config.settings_token(),
     )
     return RepeatedCall(signature, lb, ub)
-
-
-def parameter_count(f: Callable, p0: Any) -> int:
-    """The number of parameters: ``p0``'s length, or counted from ``f``'s signature.
-
-    Raises
-    ------
-    ValueError
-        If ``p0`` is None and ``f``'s signature does not tell.
-    """
-    if p0 is None:
-        return number_of_parameters(f)
-    return len(p0) if isinstance(p0, list | tuple) else np.size(p0)
 
 
 def repeated_values(
