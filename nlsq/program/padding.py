@@ -162,16 +162,17 @@ MIN_BUCKET = 16
 
 
 #: Above this length buckets are finer than powers of two (8 per octave).
-FINE_BUCKETS_FROM = 1 << 16
+FINE_BUCKETS_FROM = 1 << 13
 
 
 def bucket_size(m: int) -> int:
     """Padded length for ``m`` data points.
 
-    Up to 65536 points: the next power of two (at least 16), so every length in
+    Up to 8192 points: the next power of two (at least 16), so every length in
     ``(2**(k-1), 2**k]`` shares one compiled program and padding at most doubles a
-    small fit's work (25% on average). Beyond, where the fit's run time outweighs its
-    compile time, the next multiple of ``2**(k-3)``: at most 12.5% padding.
+    small fit's work (25% on average). Beyond, where a fit takes a millisecond or more
+    and doubling it would cost more than the compiles that finer buckets add, the next
+    multiple of ``2**(k-3)``: eight buckets per octave, at most 12.5% padding.
     """
     if m <= FINE_BUCKETS_FROM:
         return max(MIN_BUCKET, 1 << (m - 1).bit_length())
