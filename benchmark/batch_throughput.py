@@ -7,7 +7,7 @@ initial guesses from the data. In ONE process, with the contestants interleaved
 * ``nlsq``: ``curve_fit_batch`` unbounded, covariance included (it always is);
 * ``nlsq bounded``: the same with bounds;
 * ``nlsq small_linalg`` (and bounded): the same with :mod:`nlsq.small_linalg`'s
-  factorisations forced (nlsq picks them by itself only from 100,000 fits);
+  factorisations forced (nlsq picks them by itself only from 50,000 fits);
 * ``jaxopt``: ``jax.jit(jax.vmap(jaxopt.LevenbergMarquardt(...).run))`` of the same
   model, unbounded, no covariance, with jaxopt's defaults (``maxiter=30``,
   ``tol=1e-3`` on the gradient norm, a matrix-free linear solver) as the issue's
@@ -65,7 +65,7 @@ def timed(run, *args):
 
 def nlsq_runner(dtype: str, bounded: bool, small_linalg: bool = False):
     """``curve_fit_batch``; ``small_linalg`` forces :mod:`nlsq.small_linalg`'s
-    factorisations, which nlsq uses by itself only from 100,000 fits."""
+    factorisations, which nlsq uses by itself only from 50,000 fits."""
     bounds = BOUNDS if bounded else (-np.inf, np.inf)
 
     def run(y: np.ndarray, p0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "--small-linalg",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="nlsq with small_linalg forced too (its default from 100,000 fits)",
+        help="nlsq with small_linalg forced too (its default from 50,000 fits)",
     )
     parser.add_argument("--jaxopt", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument(

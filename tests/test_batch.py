@@ -39,6 +39,7 @@ from stopping import assert_same_or_legitimate_status, gradient_test_value
 import nlsq
 from nlsq import BatchResult, CurveFit, config, curve_fit_batch
 from nlsq.batch_result import INVALID_INPUT, NOT_FINITE_AT_P0
+from nlsq.execute import batched as batched_module
 from nlsq.plan import budget as batch_module
 from nlsq.prepare import batch as prepare_batch_module
 
@@ -770,6 +771,50 @@ def test_large_trf_batches_with_few_parameters_factorise_without_lapack(monkeypa
     count = SMALL_LINALG_MAX_PARAMETERS + 1
     assert not spec("trf", many, np.ones(count)).small_linalg
     assert spec("trf", many, np.ones(count - 1)).small_linalg
+
+
+def test_chunk_workers_only_for_programs_without_lapack(monkeypatch) -> None:
+    monkeypatch.setattr(batched_module, "host_cores", lambda: 2)
+    assert batched_module.chunk_workers(small_linalg=False, chunks=10) == 1
+    assert batched_module.chunk_workers(small_linalg=True, chunks=1) == 1
+    assert batched_module.chunk_workers(small_linalg=True, chunks=10) == 2
+    monkeypatch.setattr(batched_module, "host_cores", lambda: 8)
+    assert batched_module.chunk_workers(small_linalg=True, chunks=3) == 3
+
+
+def test_concurrent_chunks_equal_one_thread_and_report_in_order(monkeypatch) -> None:
+    """Chunks run on two threads give the fits of one thread exactly (the same program
+    on the same inputs), and progress comes in order, in the calling thread."""
+    import threading
+
+    monkeypatch.setattr(prepare_batch_module, "SMALL_LINALG_MIN_FITS", 1)
+    monkeypatch.setattr(batched_module, "host_cores", lambda: 2)
+    concurrent_runs = []
+    run_concurrently = batched_module._run_concurrently
+
+    def spy(*args, **kwargs):
+        concurrent_runs.append(args[-1])
+        return run_concurrently(*args, **kwargs)
+
+    monkeypatch.setattr(batched_module, "_run_concurrently", spy)
+    n_fits = 37
+    x, y = decay_data(n_fits=n_fits, seed=29)
+    y[11] = np.nan
+    p0 = _truth(n_fits, 30) * 0.8
+    calls = []
+
+    def progress(done: int, total: int) -> None:
+        calls.append((done, threading.current_thread() is threading.main_thread()))
+
+    both = curve_fit_batch(decay, x, y, p0=p0, fits_per_chunk=8, progress=progress)
+    assert concurrent_runs == [2]
+    # The fit with NaN data does not run: 36 fits in five chunks.
+    assert calls == [(done, True) for done in (8, 16, 24, 32, 36)]
+    monkeypatch.setattr(batched_module, "host_cores", lambda: 1)
+    one = curve_fit_batch(decay, x, y, p0=p0, fits_per_chunk=8)
+    assert concurrent_runs == [2]
+    for name in ("popt", "pcov", "status", "nfev", "cost"):
+        np.testing.assert_array_equal(getattr(both, name), getattr(one, name))
 
 
 def test_memory_mapped_batch_streams_without_copying_the_data(tmp_path) -> None:

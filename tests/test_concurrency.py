@@ -19,6 +19,8 @@ import pytest
 import scipy.optimize as so
 
 import nlsq
+from nlsq.execute import batched as batched_module
+from nlsq.prepare import batch as prepare_batch_module
 from nlsq.program.padding import bucket_size
 
 
@@ -180,10 +182,14 @@ def test_program_cache_builds_once_per_key_under_contention() -> None:
 
 
 @pytest.mark.timeout(300)
-def test_two_threads_run_batches_at_once() -> None:
+@pytest.mark.parametrize("factorisation", ["lapack", "small_linalg"])
+def test_two_threads_run_batches_at_once(factorisation, monkeypatch) -> None:
     """Two threads calling ``curve_fit_batch`` together both finish (XLA:CPU can
-    deadlock when two vmapped batch programs are in flight at once), with scipy's
-    answers."""
+    deadlock when two vmapped LAPACK programs are in flight at once), with scipy's
+    answers; a batch of :mod:`nlsq.small_linalg` runs its own chunks on two threads."""
+    if factorisation == "small_linalg":
+        monkeypatch.setattr(prepare_batch_module, "SMALL_LINALG_MIN_FITS", 1)
+        monkeypatch.setattr(batched_module, "host_cores", lambda: 2)
     n_fits, m, rounds = 600, 64, 3
     x = np.linspace(-2.0, 2.0, m)
     rng = np.random.default_rng(5)

@@ -17,7 +17,7 @@ import numpy as np
 from nlsq import config
 from nlsq.batch_result import BatchResult
 from nlsq.cache import repeat_plans, stats
-from nlsq.execute.batched import BatchProgress, run_batch_chunks
+from nlsq.execute.batched import BatchProgress, chunk_workers, run_batch_chunks
 from nlsq.execute.chunked import fit_chunked
 from nlsq.execute.dense import DensePlan, fit_dense, rerun_dense
 from nlsq.finish.assemble import (
@@ -216,10 +216,11 @@ def fit_batch(
     try:
         with counted_run() as call:
             program = None
+            spec = batch_solver_spec(batch)
             if batch.run.size:
                 col_deriv = batch.leastsq is not None and batch.leastsq.col_deriv
                 program = batch_program(
-                    f, jac, col_deriv, batch.data.sigma_kind, batch_solver_spec(batch), batch.layout
+                    f, jac, col_deriv, batch.data.sigma_kind, spec, batch.layout
                 )
             summary, pcov = run_batch_chunks(
                 program,
@@ -229,6 +230,7 @@ def fit_batch(
                 batch.run,
                 length,
                 reporter,
+                workers=chunk_workers(spec.small_linalg, chunks),
             )
     finally:
         reporter.close()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -97,6 +99,27 @@ def _one_batch_at_a_time(run: Callable) -> Callable:
     return serialised
 
 
+def host_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def chunk_workers(small_linalg: bool, chunks: int) -> int:
+    """Threads that run a batch's chunks at once: one per core on a CPU backend for a
+    program without LAPACK calls, else one.
+
+    One thread leaves a core idle: XLA:CPU runs one program at a time per thread.
+    Vmapped LAPACK calls inside a loop deadlock XLA:CPU when two threads run them at
+    once, so only :mod:`nlsq.small_linalg`'s programs run concurrently.
+    """
+    if not small_linalg or chunks < 2 or jax.default_backend() != "cpu":
+        return 1
+    return max(1, min(host_cores(), chunks))
+
+
 @_one_batch_at_a_time
 def run_batch_chunks(
     program: Callable,
@@ -106,12 +129,15 @@ def run_batch_chunks(
     run: np.ndarray,
     length: int,
     progress: BatchProgress,
+    workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run the fits ``run`` (indices) in chunks of ``length``; summaries and pcov.
 
     The last chunk is filled up with copies of its first fit, so that every call has
-    the compiled shape; the copies' results are dropped. Batches called from several
-    threads at once run one after the other.
+    the compiled shape; the copies' results are dropped. With several ``workers``
+    (threads), that many chunks run at once; results and progress are taken in
+    order in the calling thread. Batches called from several threads at once run
+    one after the other.
     """
     real = options.dtype
     inputs = options.inputs
@@ -121,9 +147,11 @@ def run_batch_chunks(
     # chunks and their concatenation.
     summaries = np.empty((run.size, 3 * n + len(SCALAR_FIELDS)), real)
     covariances = np.empty((run.size, n, n), real)
-    pending: list = []
 
-    def dispatch(index: np.ndarray) -> Any:
+    def dispatch(start: int) -> Any:
+        index = run[start : start + length]
+        if index.size < length:
+            index = np.concatenate([index, np.full(length - index.size, index[0])])
         data = (
             _take(arrays["xdata"], layout.x_per_fit, index, real),
             _take(arrays["ydata"], True, index, real),
@@ -132,29 +160,60 @@ def run_batch_chunks(
         lb = _take(arrays["lb"], layout.bounds_per_fit, index)
         ub = _take(arrays["ub"], layout.bounds_per_fit, index)
         residuals = arrays["n_residuals"][index] if layout.padded else None
-        summary, _, _, pcov = program(arrays["x0"][index], lb, ub, data, *scalars, residuals)
+        with device_scope(BATCH_ADVICE):
+            summary, _, _, pcov = program(arrays["x0"][index], lb, ub, data, *scalars, residuals)
         return summary, pcov
 
-    def collect() -> None:
-        start, count, outputs = pending.pop(0)
+    def fetch(outputs: Any) -> Any:
         with device_scope(BATCH_ADVICE):
-            summary, pcov = jax.device_get(outputs)
+            return jax.device_get(outputs)
+
+    def store(start: int, outputs: Any) -> None:
+        count = min(length, run.size - start)
+        summary, pcov = outputs
         summaries[start : start + count] = np.asarray(summary)[:count]
         covariances[start : start + count] = np.asarray(pcov)[:count]
         # Chunks come back in order: everything before this one is done.
         progress.update(start + count, start // length + 1, count)
 
-    for start in range(0, run.size, length):
-        index = run[start : start + length]
-        count = index.size
-        if count < length:
-            index = np.concatenate([index, np.full(length - count, index[0])])
-        with device_scope(BATCH_ADVICE):
-            outputs = dispatch(index)
-        pending.append((start, count, outputs))
-        # One chunk in flight while the previous one's results come back.
-        if len(pending) > 1:
-            collect()
-    while pending:
-        collect()
+    starts = range(0, run.size, length)
+    if workers > 1:
+        _run_concurrently(starts, lambda start: fetch(dispatch(start)), store, workers)
+    else:
+        _run_pipelined(starts, dispatch, fetch, store)
     return summaries, covariances
+
+
+def _run_pipelined(starts: range, dispatch: Callable, fetch: Callable, store: Callable) -> None:
+    """One chunk in flight while the previous one's results come back."""
+    pending: list = []
+    for start in starts:
+        pending.append((start, dispatch(start)))
+        if len(pending) > 1:
+            done, outputs = pending.pop(0)
+            store(done, fetch(outputs))
+    for done, outputs in pending:
+        store(done, fetch(outputs))
+
+
+def _run_concurrently(starts: range, run_chunk: Callable, store: Callable, workers: int) -> None:
+    """``workers`` threads run chunks; each result is stored, in order, by this thread
+    (so that a progress callback runs where the batch was called).
+
+    The first chunk runs here alone: a compile it causes is counted for this call
+    (compile statistics are per thread) and happens once.
+    """
+    store(starts[0], run_chunk(starts[0]))
+    with ThreadPoolExecutor(workers, thread_name_prefix="nlsq-batch") as pool:
+        pending: list = []
+        try:
+            for start in starts[1:]:
+                pending.append((start, pool.submit(run_chunk, start)))
+                if len(pending) > workers:
+                    done, future = pending.pop(0)
+                    store(done, future.result())
+            for done, future in pending:
+                store(done, future.result())
+        finally:
+            for _, future in pending:
+                future.cancel()

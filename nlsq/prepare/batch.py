@@ -322,11 +322,13 @@ def prepare_batch(
 SMALL_LINALG_MAX_PARAMETERS = 8
 
 #: Fits from which a batch uses :mod:`nlsq.small_linalg`. On XLA:CPU (64-point
-#: gaussians, 3 parameters, quiet 2-core EPYC) its fits run 2.2x faster unbounded and
-#: 1.7x bounded, but its program takes 0.7-0.9 s (bounded ~1 s) longer to compile: the
-#: first call breaks even at ~65,000 fits unbounded and ~95,000 bounded; a later process
-#: loads either program from the disk cache.
-SMALL_LINALG_MIN_FITS = 100_000
+#: gaussians, 3 parameters, quiet 2-core EPYC, 10,000 fits) its fits run 2.7x faster
+#: than LAPACK's, since its chunks also run on both cores (see
+#: :func:`nlsq.execute.batched.chunk_workers`), but its program takes about 0.8 s
+#: (bounded about 1 s) longer to compile: a first call breaks even at about 47,000
+#: fits unbounded and 56,000 bounded; a later process loads either program from the
+#: disk cache.
+SMALL_LINALG_MIN_FITS = 50_000
 
 
 def batch_solver_spec(batch: PreparedBatch) -> SolverSpec:
