@@ -295,7 +295,7 @@ def factorisation(request, monkeypatch) -> str:
     """Run a test with the batch's LAPACK factorisations and again with
     :mod:`nlsq.small_linalg`'s (which large batches use)."""
     if request.param == "small_linalg":
-        monkeypatch.setattr(prepare_batch_module, "SMALL_LINALG_MIN_FITS", 1)
+        monkeypatch.setattr(prepare_batch_module, "small_linalg_min_fits", lambda: 1)
     return request.param
 
 
@@ -761,7 +761,7 @@ def test_large_trf_batches_with_few_parameters_factorise_without_lapack(monkeypa
         return batch_solver_spec(batch)
 
     assert not spec("trf").small_linalg
-    monkeypatch.setattr(prepare_batch_module, "SMALL_LINALG_MIN_FITS", 3)
+    monkeypatch.setattr(prepare_batch_module, "small_linalg_min_fits", lambda: 3)
     assert spec(None).small_linalg and spec("trf").small_linalg
     assert not spec("dogbox").small_linalg and not spec("lm").small_linalg
 
@@ -771,6 +771,13 @@ def test_large_trf_batches_with_few_parameters_factorise_without_lapack(monkeypa
     count = SMALL_LINALG_MAX_PARAMETERS + 1
     assert not spec("trf", many, np.ones(count)).small_linalg
     assert spec("trf", many, np.ones(count - 1)).small_linalg
+
+
+def test_small_linalg_from_fewer_fits_when_programs_are_kept_on_disk(monkeypatch) -> None:
+    monkeypatch.setattr(prepare_batch_module, "ensure_disk_cache", lambda: None)
+    assert prepare_batch_module.small_linalg_min_fits() == 50_000
+    monkeypatch.setattr(prepare_batch_module, "ensure_disk_cache", lambda: "/a/cache")
+    assert prepare_batch_module.small_linalg_min_fits() == 2_048
 
 
 def test_chunk_workers_only_for_programs_without_lapack(monkeypatch) -> None:
@@ -787,7 +794,7 @@ def test_concurrent_chunks_equal_one_thread_and_report_in_order(monkeypatch) -> 
     on the same inputs), and progress comes in order, in the calling thread."""
     import threading
 
-    monkeypatch.setattr(prepare_batch_module, "SMALL_LINALG_MIN_FITS", 1)
+    monkeypatch.setattr(prepare_batch_module, "small_linalg_min_fits", lambda: 1)
     monkeypatch.setattr(batched_module, "host_cores", lambda: 2)
     concurrent_runs = []
     run_concurrently = batched_module._run_concurrently

@@ -188,7 +188,7 @@ def test_two_threads_run_batches_at_once(factorisation, monkeypatch) -> None:
     deadlock when two vmapped LAPACK programs are in flight at once), with scipy's
     answers; a batch of :mod:`nlsq.small_linalg` runs its own chunks on two threads."""
     if factorisation == "small_linalg":
-        monkeypatch.setattr(prepare_batch_module, "SMALL_LINALG_MIN_FITS", 1)
+        monkeypatch.setattr(prepare_batch_module, "small_linalg_min_fits", lambda: 1)
         monkeypatch.setattr(batched_module, "host_cores", lambda: 2)
     n_fits, m, rounds = 600, 64, 3
     x = np.linspace(-2.0, 2.0, m)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from nlsq.cache import ensure_disk_cache
 from nlsq.host import runs_on_host
 from nlsq.identity import model_key
 from nlsq.pointwise import acts_pointwise_once
@@ -321,14 +322,27 @@ def prepare_batch(
 #: Jacobi sweeps grow as the square of the parameters, and so does the compile time.
 SMALL_LINALG_MAX_PARAMETERS = 8
 
-#: Fits from which a batch uses :mod:`nlsq.small_linalg`. On XLA:CPU (64-point
-#: gaussians, 3 parameters, quiet 2-core EPYC, 10,000 fits) its fits run 2.7x faster
-#: than LAPACK's, since its chunks also run on both cores (see
-#: :func:`nlsq.execute.batched.chunk_workers`), but its program takes about 0.8 s
-#: (bounded about 1 s) longer to compile: a first call breaks even at about 47,000
-#: fits unbounded and 56,000 bounded; a later process loads either program from the
-#: disk cache.
+#: Fits from which a batch uses :mod:`nlsq.small_linalg` when every process compiles
+#: its programs (no persistent cache). On XLA:CPU (64-point gaussians, 3 parameters,
+#: quiet 2-core EPYC, 10,000 fits) its fits run 2.7x faster than LAPACK's, since its
+#: chunks also run on both cores (see :func:`nlsq.execute.batched.chunk_workers`), but
+#: its program takes about 0.8 s (bounded about 1 s) longer to compile: a first call
+#: breaks even at about 47,000 fits unbounded and 56,000 bounded.
 SMALL_LINALG_MIN_FITS = 50_000
+
+#: The same with the persistent cache in use: the larger program is compiled once per
+#: machine, and a later process's first call takes as long with either program (0.6-0.7
+#: s for 10,000 fits), so it pays wherever it is faster by a useful margin: 2,048 fits
+#: run in 28 ms instead of 82 (at 512, 15 against 18 ms).
+SMALL_LINALG_MIN_FITS_CACHED = 2_048
+
+
+def small_linalg_min_fits() -> int:
+    """Fits from which a 'trf' batch of few parameters factorises with
+    :mod:`nlsq.small_linalg`: fewer when its compiled program is kept on disk."""
+    if ensure_disk_cache() is None:
+        return SMALL_LINALG_MIN_FITS
+    return SMALL_LINALG_MIN_FITS_CACHED
 
 
 def batch_solver_spec(batch: PreparedBatch) -> SolverSpec:
@@ -350,5 +364,5 @@ def batch_solver_spec(batch: PreparedBatch) -> SolverSpec:
         diff_step=options.diff_step,
         small_linalg=options.method == "trf"
         and batch.n <= SMALL_LINALG_MAX_PARAMETERS
-        and batch.run.size >= SMALL_LINALG_MIN_FITS,
+        and batch.run.size >= small_linalg_min_fits(),
     )
