@@ -824,6 +824,37 @@ def test_concurrent_chunks_equal_one_thread_and_report_in_order(monkeypatch) -> 
         np.testing.assert_array_equal(getattr(both, name), getattr(one, name))
 
 
+@pytest.mark.timeout(120)
+def test_a_model_that_calls_lapack_runs_its_chunks_on_one_thread(monkeypatch) -> None:
+    """nlsq's small-matrix factorisations call no custom kernel, so their chunks may run
+    on two threads; a model that calls LAPACK itself keeps the batch on one thread
+    (two threads running vmapped LAPACK calls at once deadlock XLA:CPU)."""
+    monkeypatch.setattr(prepare_batch_module, "small_linalg_min_fits", lambda: 1)
+    monkeypatch.setattr(batched_module, "host_cores", lambda: 2)
+    concurrent_runs = []
+    run_concurrently = batched_module._run_concurrently
+
+    def spy(*args, **kwargs):
+        concurrent_runs.append(args[-1])
+        return run_concurrently(*args, **kwargs)
+
+    monkeypatch.setattr(batched_module, "_run_concurrently", spy)
+
+    def solved_decay(x, a, k, c):
+        # A 1 x 1 linear solve: LAPACK's LU on XLA:CPU, the same value as the division.
+        rate = jnp.linalg.solve(jnp.ones((1, 1)), jnp.reshape(k, (1,)))[0]
+        return a * jnp.exp(-rate * x) + c
+
+    n_fits = 24
+    x, y = decay_data(n_fits=n_fits, seed=31)
+    p0 = _truth(n_fits, 32) * 0.8
+    plain = curve_fit_batch(decay, x, y, p0=p0, fits_per_chunk=8)
+    assert concurrent_runs == [2]
+    solved = curve_fit_batch(solved_decay, x, y, p0=p0, fits_per_chunk=8)
+    assert concurrent_runs == [2]
+    np.testing.assert_allclose(solved.popt, plain.popt, rtol=1e-10)
+
+
 def test_memory_mapped_batch_streams_without_copying_the_data(tmp_path) -> None:
     """A batch read from a memory map runs chunk by chunk: the host never holds a copy
     of the data (the per-point flags of validation are an eighth of it each), and

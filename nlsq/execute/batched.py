@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -108,16 +109,32 @@ def host_cores() -> int:
 
 
 def chunk_workers(small_linalg: bool, chunks: int) -> int:
-    """Threads that run a batch's chunks at once: one per core on a CPU backend for a
-    program without LAPACK calls, else one.
+    """Threads that may run a batch's chunks at once: one per core on a CPU backend for
+    a program factorised with :mod:`nlsq.small_linalg`, else one.
 
     One thread leaves a core idle: XLA:CPU runs one program at a time per thread.
-    Vmapped LAPACK calls inside a loop deadlock XLA:CPU when two threads run them at
-    once, so only :mod:`nlsq.small_linalg`'s programs run concurrently.
+    Vmapped LAPACK calls deadlock XLA:CPU when two threads run them at once, so only
+    programs without them may run concurrently (see :func:`calls_custom_kernels` for
+    what the model itself calls).
     """
     if not small_linalg or chunks < 2 or jax.default_backend() != "cpu":
         return 1
     return max(1, min(host_cores(), chunks))
+
+
+#: Whether a compiled batch program calls custom kernels, by program.
+_CUSTOM_KERNELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def calls_custom_kernels(program: Callable, *args: Any) -> bool:
+    """Whether the lowered ``program`` calls a custom kernel (LAPACK, an FFT, a Python
+    callback): a model may, even where nlsq's own factorisations do not. Lowered once
+    per program (the answer does not depend on the shapes)."""
+    known = _CUSTOM_KERNELS.get(program)
+    if known is None:
+        known = "custom_call" in program.lower(*args).as_text()
+        _CUSTOM_KERNELS[program] = known
+    return known
 
 
 @_one_batch_at_a_time
@@ -135,9 +152,10 @@ def run_batch_chunks(
 
     The last chunk is filled up with copies of its first fit, so that every call has
     the compiled shape; the copies' results are dropped. With several ``workers``
-    (threads), that many chunks run at once; results and progress are taken in
-    order in the calling thread. Batches called from several threads at once run
-    one after the other.
+    (threads, see :func:`chunk_workers`), that many chunks run at once unless the
+    program calls custom kernels; results and progress are taken in order in the
+    calling thread. Batches called from several threads at once run one after the
+    other.
     """
     real = options.dtype
     inputs = options.inputs
@@ -148,7 +166,7 @@ def run_batch_chunks(
     summaries = np.empty((run.size, 3 * n + len(SCALAR_FIELDS)), real)
     covariances = np.empty((run.size, n, n), real)
 
-    def dispatch(start: int) -> Any:
+    def arguments(start: int) -> tuple:
         index = run[start : start + length]
         if index.size < length:
             index = np.concatenate([index, np.full(length - index.size, index[0])])
@@ -160,8 +178,11 @@ def run_batch_chunks(
         lb = _take(arrays["lb"], layout.bounds_per_fit, index)
         ub = _take(arrays["ub"], layout.bounds_per_fit, index)
         residuals = arrays["n_residuals"][index] if layout.padded else None
+        return arrays["x0"][index], lb, ub, data, *scalars, residuals
+
+    def dispatch(start: int) -> Any:
         with device_scope(BATCH_ADVICE):
-            summary, _, _, pcov = program(arrays["x0"][index], lb, ub, data, *scalars, residuals)
+            summary, _, _, pcov = program(*arguments(start))
         return summary, pcov
 
     def fetch(outputs: Any) -> Any:
@@ -178,6 +199,9 @@ def run_batch_chunks(
 
     starts = range(0, run.size, length)
     if workers > 1:
+        with device_scope(BATCH_ADVICE):
+            concurrent = not calls_custom_kernels(program, *arguments(0))
+    if workers > 1 and concurrent:
         _run_concurrently(starts, lambda start: fetch(dispatch(start)), store, workers)
     else:
         _run_pipelined(starts, dispatch, fetch, store)
