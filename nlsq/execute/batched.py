@@ -200,8 +200,9 @@ def run_batch_chunks(
     starts = range(0, run.size, length)
     if workers > 1:
         with device_scope(BATCH_ADVICE):
-            concurrent = not calls_custom_kernels(program, *arguments(0))
-    if workers > 1 and concurrent:
+            if calls_custom_kernels(program, *arguments(0)):
+                workers = 1
+    if workers > 1:
         _run_concurrently(starts, lambda start: fetch(dispatch(start)), store, workers)
     else:
         _run_pipelined(starts, dispatch, fetch, store)
