@@ -29,6 +29,7 @@ import types
 import warnings
 from dataclasses import dataclass, replace
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -42,6 +43,9 @@ from nlsq.batch_result import INVALID_INPUT, NOT_FINITE_AT_P0
 from nlsq.execute import batched as batched_module
 from nlsq.plan import budget as batch_module
 from nlsq.prepare import batch as prepare_batch_module
+
+#: Chunks run on several threads only on a CPU backend.
+cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="threads split CPU batches")
 
 RTOL = 1e-10
 #: The batch may differ from a single fit by this many times the largest move that
@@ -780,6 +784,7 @@ def test_small_linalg_from_fewer_fits_when_programs_are_kept_on_disk(monkeypatch
     assert prepare_batch_module.small_linalg_min_fits() == 2_048
 
 
+@cpu_only
 def test_chunk_workers_only_for_programs_without_lapack(monkeypatch) -> None:
     monkeypatch.setattr(batched_module, "host_cores", lambda: 2)
     assert batched_module.chunk_workers(small_linalg=False, chunks=10) == 1
@@ -789,6 +794,7 @@ def test_chunk_workers_only_for_programs_without_lapack(monkeypatch) -> None:
     assert batched_module.chunk_workers(small_linalg=True, chunks=3) == 3
 
 
+@cpu_only
 def test_concurrent_chunks_equal_one_thread_and_report_in_order(monkeypatch) -> None:
     """Chunks run on two threads give the fits of one thread exactly (the same program
     on the same inputs), and progress comes in order, in the calling thread."""
@@ -824,6 +830,7 @@ def test_concurrent_chunks_equal_one_thread_and_report_in_order(monkeypatch) -> 
         np.testing.assert_array_equal(getattr(both, name), getattr(one, name))
 
 
+@cpu_only
 @pytest.mark.timeout(120)
 def test_a_model_that_calls_lapack_runs_its_chunks_on_one_thread(monkeypatch) -> None:
     """nlsq's small-matrix factorisations call no custom kernel, so their chunks may run
