@@ -794,22 +794,30 @@ def test_chunk_workers_only_for_programs_without_lapack(monkeypatch) -> None:
     assert batched_module.chunk_workers(small_linalg=True, chunks=3) == 3
 
 
+@pytest.fixture
+def concurrent_runs(monkeypatch) -> list[int]:
+    """The worker counts of the batches that ran their chunks on several threads."""
+    runs: list[int] = []
+    run_concurrently = batched_module._run_concurrently
+
+    def spy(*args, **kwargs):
+        runs.append(args[-1])
+        return run_concurrently(*args, **kwargs)
+
+    monkeypatch.setattr(batched_module, "_run_concurrently", spy)
+    return runs
+
+
 @cpu_only
-def test_concurrent_chunks_equal_one_thread_and_report_in_order(monkeypatch) -> None:
+def test_concurrent_chunks_equal_one_thread_and_report_in_order(
+    monkeypatch, concurrent_runs
+) -> None:
     """Chunks run on two threads give the fits of one thread exactly (the same program
     on the same inputs), and progress comes in order, in the calling thread."""
     import threading
 
     monkeypatch.setattr(prepare_batch_module, "small_linalg_min_fits", lambda: 1)
     monkeypatch.setattr(batched_module, "host_cores", lambda: 2)
-    concurrent_runs = []
-    run_concurrently = batched_module._run_concurrently
-
-    def spy(*args, **kwargs):
-        concurrent_runs.append(args[-1])
-        return run_concurrently(*args, **kwargs)
-
-    monkeypatch.setattr(batched_module, "_run_concurrently", spy)
     n_fits = 37
     x, y = decay_data(n_fits=n_fits, seed=29)
     y[11] = np.nan
@@ -832,20 +840,14 @@ def test_concurrent_chunks_equal_one_thread_and_report_in_order(monkeypatch) -> 
 
 @cpu_only
 @pytest.mark.timeout(120)
-def test_a_model_that_calls_lapack_runs_its_chunks_on_one_thread(monkeypatch) -> None:
+def test_a_model_that_calls_lapack_runs_its_chunks_on_one_thread(
+    monkeypatch, concurrent_runs
+) -> None:
     """nlsq's small-matrix factorisations call no custom kernel, so their chunks may run
     on two threads; a model that calls LAPACK itself keeps the batch on one thread
     (two threads running vmapped LAPACK calls at once deadlock XLA:CPU)."""
     monkeypatch.setattr(prepare_batch_module, "small_linalg_min_fits", lambda: 1)
     monkeypatch.setattr(batched_module, "host_cores", lambda: 2)
-    concurrent_runs = []
-    run_concurrently = batched_module._run_concurrently
-
-    def spy(*args, **kwargs):
-        concurrent_runs.append(args[-1])
-        return run_concurrently(*args, **kwargs)
-
-    monkeypatch.setattr(batched_module, "_run_concurrently", spy)
 
     def solved_decay(x, a, k, c):
         # A 1 x 1 linear solve: LAPACK's LU on XLA:CPU, the same value as the division.
