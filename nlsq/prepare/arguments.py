@@ -178,15 +178,9 @@ def prepare_curve_fit(
         (:func:`nlsq.api.pipeline.fit_curve`).
     """
     kwargs = dict(kwargs)
-    if p0 is None:
-        n = number_of_parameters(f)
-    else:
-        p0 = np.atleast_1d(p0)
-        n = p0.size
-
+    n = parameter_count(f, p0)
     lb, ub = bounds_arrays(bounds, n)
-    if p0 is None:
-        p0 = initialize_feasible(lb, ub)
+    p0 = initialize_feasible(lb, ub) if p0 is None else np.atleast_1d(p0)
 
     bounded_problem = bool(((lb > -np.inf) | (ub < np.inf)).any())
     user_chose_method = method is not None
