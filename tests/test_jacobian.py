@@ -18,6 +18,7 @@ from nlsq.jacobian import (
     JACOBIAN_MODES,
     autodiff_jacobian,
     automatic_mode,
+    forward_jacobian,
     resolve_jacobian_mode,
 )
 
@@ -91,6 +92,16 @@ def _exp_decay_jac(x):
     return np.stack([e, -x[0] * T * e, np.ones_like(T)], axis=1)
 
 
+def _sinusoid(x):
+    # The sine sits inside a jitted function: its primitive is in a nested jaxpr.
+    return x[0] * jax.jit(jnp.sin)(x[1] * T + x[2]) + x[3]
+
+
+def _sinusoid_jac(x):
+    u = x[1] * T + x[2]
+    return np.stack([np.sin(u), x[0] * T * np.cos(u), x[0] * np.cos(u), np.ones_like(T)], 1)
+
+
 RNG = np.random.default_rng(7)
 X_WIDE = RNG.standard_normal((10, 30)) / np.sqrt(30)  # m = 10 residuals, n = 30 parameters
 Y_WIDE = np.tanh(X_WIDE @ RNG.uniform(-1.0, 1.0, 30))
@@ -109,9 +120,10 @@ def _wide_jac(p):
     ("fun", "jac", "x"),
     [
         (_exp_decay, _exp_decay_jac, np.array([2.0, 0.7, -0.3])),
+        (_sinusoid, _sinusoid_jac, np.array([1.5, 2.0, 0.3, 0.5])),
         (_wide, _wide_jac, np.linspace(-1.0, 1.0, 30)),
     ],
-    ids=["n<m", "n>m"],
+    ids=["n<m", "n<m-sinusoid", "n>m"],
 )
 def test_modes_give_the_hand_derived_jacobian(fun, jac, x, mode: str) -> None:
     with jax.enable_x64(True):
@@ -120,6 +132,38 @@ def test_modes_give_the_hand_derived_jacobian(fun, jac, x, mode: str) -> None:
         J = autodiff_jacobian(fun, x, m, mode)(x)
         assert J.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(J), jac(np.asarray(x)), rtol=1e-13, atol=1e-15)
+
+
+def _sinusoid_residual(x, t, y):
+    return x[0] * jnp.sin(x[1] * t + x[2]) + x[3] - y
+
+
+@pytest.mark.parametrize(
+    ("residual", "x", "expected"),
+    [
+        (lambda x, t, y: x[0] * jnp.exp(-x[1] * t) + x[2] - y, [2.0, 0.7, -0.3], _exp_decay_jac),
+        (_sinusoid_residual, [1.5, 2.0, 0.3, 0.5], _sinusoid_jac),
+    ],
+    ids=["exp", "sin"],
+)
+def test_forward_jacobian_in_the_first_argument(residual, x, expected) -> None:
+    with jax.enable_x64(True):
+        x = jnp.asarray(x)
+        J = jax.jit(forward_jacobian(residual))(x, jnp.asarray(T), jnp.zeros_like(T))
+        assert J.shape == (T.size, x.size)
+        np.testing.assert_allclose(np.asarray(J), expected(np.asarray(x)), rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the column loop is CPU-only")
+def test_forward_jacobian_loops_over_columns_only_for_trigonometric_models() -> None:
+    """On a CPU, sines and cosines are computed once and the columns looped over."""
+
+    def primitives(fun, x):
+        return {eqn.primitive.name for eqn in jax.make_jaxpr(forward_jacobian(fun))(x).eqns}
+
+    with jax.enable_x64(True):
+        assert "scan" in primitives(_sinusoid, jnp.array([1.5, 2.0, 0.3, 0.5]))
+        assert "scan" not in primitives(_exp_decay, jnp.array([2.0, 0.7, -0.3]))
 
 
 def _decay_residual(x, t, y):

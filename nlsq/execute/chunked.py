@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nlsq.cache import stats
+from nlsq.jacobian import forward_jacobian
 from nlsq.loss import evaluate_loss, resolve_loss, scale_for_robust_loss
 from nlsq.plan.budget import MAX_CHUNK
 from nlsq.plan.chunked import ChunkedPlan
@@ -135,7 +136,7 @@ class LazyRows:
         residual = chunk_residual(self._f, self._data.has_sigma)
         if not self._jacobian:
             return jax.jit(residual)
-        jacobian = jax.jacfwd(residual)
+        jacobian = forward_jacobian(residual)
         if self._loss is None:
             return jax.jit(jacobian)
         loss, f_scale, eps = self._loss, self._f_scale, np.finfo(self._dtype).eps

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array, lax
 
+from nlsq.jacobian import forward_jacobian
 from nlsq.loss import LossFunction, evaluate_loss, loss_cost, scale_for_robust_loss
 from nlsq.solvers.progress import TracedCallback
 from nlsq.solvers.trf import Linearization, TRFResult, Trial, trf_loop
@@ -156,7 +157,7 @@ def trf_chunked(
         def stats(chunk: Any, valid: Array) -> _Sums:
             f = chunk_residual(x, chunk, valid)
             # Forward mode: n tangents of a (chunk_size,) output.
-            J = jax.jacfwd(chunk_residual)(x, chunk, valid)
+            J = forward_jacobian(chunk_residual)(x, chunk, valid)
             if loss is None:
                 cost = 0.5 * jnp.dot(f, f)
                 J_s, f_s = J, f
