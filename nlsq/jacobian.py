@@ -16,7 +16,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import Array, lax
-from jax.extend import core
 
 from nlsq import config
 from nlsq.errors import TraceTimeInputError
@@ -67,8 +66,10 @@ def _forward_unsupported(fun: Callable[[Array], Array], x0: Array) -> bool:
     return False
 
 
-def _primitive_names(jaxpr: core.Jaxpr) -> Iterator[str]:
+def _primitive_names(jaxpr: Any) -> Iterator[str]:
     """The names of the primitives in ``jaxpr`` and in the jaxprs its equations hold."""
+    from jax.extend import core  # at the first trace: importing nlsq leaves it out
+
     for eqn in jaxpr.eqns:
         yield eqn.primitive.name
         for value in eqn.params.values():
