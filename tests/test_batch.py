@@ -340,6 +340,22 @@ def test_batch_matches_scipy(factorisation) -> None:
             )
 
 
+def test_batch_of_sinusoids_equals_single_fits(factorisation) -> None:
+    """A model with sines, whose forward Jacobian loops over columns on a CPU: that loop
+    runs vmapped in the batch program."""
+
+    def sinusoid(x, a, w, phi, c):
+        return a * jnp.sin(w * x + phi) + c
+
+    rng = np.random.default_rng(11)
+    x = np.linspace(0.0, 6.0, M)
+    y = 1.5 * np.sin(2.0 * x + 0.3) + 0.5 + 0.05 * rng.standard_normal((N_FITS, M))
+    p0 = [1.2, 1.9, 0.2, 0.4]
+    result = curve_fit_batch(sinusoid, x, y, p0=p0)
+    for i in range(N_FITS):
+        assert_fit_matches(result, i, single(sinusoid, x, y[i], p0=p0))
+
+
 def _decay_gradient_test(p, x, y, w, bounds) -> float:
     """scipy trf's gradient-test value for the weighted decay fit at ``p``."""
     lb, ub = (np.broadcast_to(np.asarray(b, float), (3,)) for b in bounds)
