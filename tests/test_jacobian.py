@@ -134,6 +134,10 @@ def test_modes_give_the_hand_derived_jacobian(fun, jac, x, mode: str) -> None:
         np.testing.assert_allclose(np.asarray(J), jac(np.asarray(x)), rtol=1e-13, atol=1e-15)
 
 
+def _decay_residual(x, t, y):
+    return x[0] * jnp.exp(-x[1] * t) + x[2] - y
+
+
 def _sinusoid_residual(x, t, y):
     return x[0] * jnp.sin(x[1] * t + x[2]) + x[3] - y
 
@@ -141,7 +145,7 @@ def _sinusoid_residual(x, t, y):
 @pytest.mark.parametrize(
     ("residual", "x", "expected"),
     [
-        (lambda x, t, y: x[0] * jnp.exp(-x[1] * t) + x[2] - y, [2.0, 0.7, -0.3], _exp_decay_jac),
+        (_decay_residual, [2.0, 0.7, -0.3], _exp_decay_jac),
         (_sinusoid_residual, [1.5, 2.0, 0.3, 0.5], _sinusoid_jac),
     ],
     ids=["exp", "sin"],
@@ -164,10 +168,6 @@ def test_forward_jacobian_loops_over_columns_only_for_trigonometric_models() -> 
     with jax.enable_x64(True):
         assert "scan" in primitives(_sinusoid, jnp.array([1.5, 2.0, 0.3, 0.5]))
         assert "scan" not in primitives(_exp_decay, jnp.array([2.0, 0.7, -0.3]))
-
-
-def _decay_residual(x, t, y):
-    return x[0] * jnp.exp(-x[1] * t) + x[2] - y
 
 
 def test_modes_give_the_same_fit() -> None:
