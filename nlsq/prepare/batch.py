@@ -24,9 +24,9 @@ from nlsq.prepare.batch_data import (
     BatchData,
     batch_weights,
     compact,
+    flagged_points,
     needs_compaction,
     normalize_batch_data,
-    per_point,
 )
 from nlsq.prepare.options import ValidatedOptions
 from nlsq.program.model import model_runs_on_host, traced_jacobian
@@ -75,6 +75,11 @@ def _parameter_count(f: Callable, p0: Any, n_fits: int) -> int:
     raise ValueError(f"`p0` must have shape (n,) or ({n_fits}, n); got {p0.shape}.")
 
 
+def _nonfinite(values: np.ndarray) -> np.ndarray:
+    flags = np.isfinite(values)
+    return np.logical_not(flags, out=flags)
+
+
 def _fit_errors(
     data: BatchData,
     p0: np.ndarray,
@@ -104,20 +109,18 @@ def _fit_errors(
         )
     valid = data.valid
     if check_finite:
-        # In place: a large batch gets one (B, M) temporary, not one per operation.
-        nonfinite = np.isfinite(data.ydata)
-        np.logical_not(nonfinite, out=nonfinite)
-        nonfinite |= per_point(~np.isfinite(data.xdata), data.x_per_fit, n_fits)
-        nonfinite &= valid
-        flag(nonfinite.any(axis=1), NONFINITE_MESSAGE)
-        del nonfinite
+        nonfinite = np.zeros(n_fits, bool)
+        for rows, flags in flagged_points(data, _nonfinite):
+            nonfinite[rows] = flags.any(axis=1)
+        flag(nonfinite, NONFINITE_MESSAGE)
     flag(~valid.any(axis=1), "`ydata` must not be empty!")
     if not check_finite and nan_policy is not None:
-        has_nan = np.isnan(data.ydata) | per_point(np.isnan(data.xdata), data.x_per_fit, n_fits)
-        has_nan &= valid
-        if nan_policy == "raise" and has_nan.any():
-            raise ValueError("The input contains nan values")
-        data.valid = valid = valid & ~has_nan
+        valid = valid.copy()
+        for rows, has_nan in flagged_points(data, np.isnan):
+            if nan_policy == "raise" and has_nan.any():
+                raise ValueError("The input contains nan values")
+            valid[rows] &= ~has_nan
+        data.valid = valid
         flag(~valid.any(axis=1), "`ydata` must not be empty!")
     counts = valid.sum(axis=1)
     if method is None:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,10 @@ from nlsq.program.padding import pad_covariances, pad_rows
 
 #: ``curve_fit``'s message for NaN or inf in the data (NumPy's ``asarray_chkfinite``).
 NONFINITE_MESSAGE = "array must not contain infs or NaNs"
+
+#: Points per block of fits in the host-side checks: their per-point temporaries stay
+#: this small however large (or memory-mapped) the batch is.
+BLOCK_POINTS = 1 << 18
 
 
 @dataclass
@@ -109,7 +113,8 @@ def normalize_batch_data(xdata: Any, ydata: Any, sigma: Any, mask: Any) -> Batch
                 "`ydata` must be 2-D, one row per fit (B, M), or a list of 1-D arrays; "
                 "for a single fit use curve_fit."
             )
-        valid = np.ones(ydata.shape, bool)
+        # A read-only view: without a mask, a large batch gets no (B, M) array of flags.
+        valid = np.broadcast_to(True, ydata.shape)
         if mask is not None:
             mask = np.asarray(mask)
             if mask.shape != ydata.shape:
@@ -131,10 +136,32 @@ def normalize_batch_data(xdata: Any, ydata: Any, sigma: Any, mask: Any) -> Batch
     return BatchData(xdata, x_per_fit, ydata, valid, sigma, sigma_per_fit, kind)
 
 
-def per_point(values: np.ndarray, per_fit: bool, n_fits: int) -> np.ndarray:
-    """``values`` of shape ``([B,] ..., M)`` reduced to a (B, M) any-over-coordinates."""
-    reduced = values if per_fit else np.broadcast_to(values, (n_fits,) + values.shape)
-    return reduced.reshape(n_fits, -1, reduced.shape[-1]).any(axis=1)
+def fit_blocks(n_fits: int, length: int) -> Iterator[slice]:
+    """Consecutive slices of fits holding about :data:`BLOCK_POINTS` points each."""
+    step = max(1, BLOCK_POINTS // max(length, 1))
+    for start in range(0, n_fits, step):
+        yield slice(start, start + step)
+
+
+def _any_coordinate(values: np.ndarray, leading: int) -> np.ndarray:
+    """``values`` of shape ``(<leading axes>, ..., M)`` reduced over its coordinates."""
+    shape = values.shape[:leading] + (-1, values.shape[-1])
+    return values.reshape(shape).any(axis=leading)
+
+
+def flagged_points(
+    data: BatchData, test: Callable[[np.ndarray], np.ndarray]
+) -> Iterator[tuple[slice, np.ndarray]]:
+    """Where ``test`` holds at a real point (in ``ydata`` or any coordinate of
+    ``xdata``), one block of fits at a time: pairs of the block and its (rows, M) flags.
+    """
+    n_fits, length = data.ydata.shape
+    shared_x = None if data.x_per_fit else _any_coordinate(test(data.xdata), 0)
+    for rows in fit_blocks(n_fits, length):
+        flags = test(data.ydata[rows])
+        flags |= _any_coordinate(test(data.xdata[rows]), 1) if data.x_per_fit else shared_x
+        flags &= data.valid[rows]
+        yield rows, flags
 
 
 def compact(data: BatchData) -> None:
@@ -164,8 +191,12 @@ def compact(data: BatchData) -> None:
 
 def needs_compaction(valid: np.ndarray) -> bool:
     """Whether some fit's real points are not a prefix of its row."""
-    counts = valid.sum(axis=1)
-    return bool((valid != (np.arange(valid.shape[1]) < counts[:, None])).any())
+    position = np.arange(valid.shape[1])
+    for rows in fit_blocks(*valid.shape):
+        block = valid[rows]
+        if (block != (position < block.sum(axis=1)[:, None])).any():
+            return True
+    return False
 
 
 def batch_weights(data: BatchData, counts: np.ndarray, errors: dict[int, str]) -> np.ndarray | None:
