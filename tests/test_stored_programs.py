@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import scipy.optimize as so
@@ -117,15 +118,17 @@ def test_a_program_that_calls_back_into_python_is_not_stored(tmp_path: Path) -> 
     assert _stored_files(tmp_path) == []
 
 
-def test_without_a_disk_cache_the_jitted_program_is_used(
-    monkeypatch: pytest.MonkeyPatch,
+def test_without_a_disk_cache_programs_compile_and_nothing_is_stored(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(stored, "executable_store_dir", lambda: None)
-
-    def jitted(controls, data, padded):
-        return controls
-
-    assert stored.stored_program(jitted, ("single", "model", "spec")) is jitted
+    monkeypatch.setattr(stored, "store_executable", lambda path, executable: pytest.fail())
+    jitted = jax.jit(lambda controls, data, padded: controls * data, static_argnames="padded")
+    program = stored.stored_program(jitted, ("single", "model", "spec"))
+    np.testing.assert_array_equal(program(np.ones(3), np.arange(3.0), padded=False), [0, 1, 2])
+    # Inside another transformation the jitted program runs, traced.
+    traced = jax.jit(lambda c: program(c, np.arange(3.0), padded=False))(np.ones(3))
+    np.testing.assert_array_equal(traced, [0, 1, 2])
 
 
 _HELPER_SCRIPT = textwrap.dedent(

@@ -28,6 +28,7 @@ from nlsq.jacobian import autodiff_jacobian
 from nlsq.loss import evaluate_loss, loss_cost, resolve_loss, scale_for_robust_loss
 from nlsq.prepare.options import ValidatedOptions, keyword_options
 from nlsq.program.build import build_program, cached_program, single_program
+from nlsq.program.compiler import jit_program
 from nlsq.program.model import as_residual_vector, model_residual, traced_model
 from nlsq.program.padding import bucketed_data
 from nlsq.program.run import SCALAR_FIELDS, summary_length
@@ -460,7 +461,7 @@ def _fit_functions(
         )
         return finish(popt, active, counts, theta, controls[n_controls_scale], invalid)
 
-    return run, jax.jit(finish_summary), jax.jit(whole)
+    return run, jit_program(finish_summary), jax.jit(whole)
 
 
 def _unpack(summary: Array, n: int) -> tuple[Array, Array, tuple[Array, Array, Array]]:

@@ -21,6 +21,7 @@ from nlsq.plan.placement import place
 from nlsq.prepare.options import ValidatedOptions
 from nlsq.program.build import chunked_program
 from nlsq.program.callback import CallbackWrapper
+from nlsq.program.compiler import jit_program
 from nlsq.program.context import device_scope, program_run
 from nlsq.program.model import chunk_residual
 from nlsq.program.sources import ArrayData, IterableData, resident_blocks
@@ -135,10 +136,10 @@ class LazyRows:
     def _evaluator(self):
         residual = chunk_residual(self._f, self._data.has_sigma)
         if not self._jacobian:
-            return jax.jit(residual)
+            return jit_program(residual)
         jacobian = forward_jacobian(residual)
         if self._loss is None:
-            return jax.jit(jacobian)
+            return jit_program(jacobian)
         loss, f_scale, eps = self._loss, self._f_scale, np.finfo(self._dtype).eps
 
         def scaled(p, chunk):
@@ -146,7 +147,7 @@ class LazyRows:
             rho = evaluate_loss(loss, f, jnp.asarray(f_scale, f.dtype))
             return scale_for_robust_loss(jacobian(p, chunk), f, rho, eps)[0]
 
-        return jax.jit(scaled)
+        return jit_program(scaled)
 
     def numpy(self) -> np.ndarray:
         """The rows, as a float64 NumPy array (computed on each call)."""

@@ -29,6 +29,7 @@ from nlsq.identity import model_key
 from nlsq.jacobian import autodiff_jacobian
 from nlsq.loss import resolve_loss
 from nlsq.program.callback import dispatch as dispatch_callback
+from nlsq.program.compiler import jit_program
 from nlsq.program.model import (
     as_residual_vector,
     checked_loss,
@@ -335,7 +336,7 @@ def batch_program(
         residual = model_residual(traced_model(f), kind)
         jacobian = None if jac_at is None else model_jacobian(jac_at, kind)
         fit = program_function(residual, jacobian, spec)
-        return jax.jit(jax.vmap(fit, in_axes=layout.in_axes()))
+        return jit_program(jax.vmap(fit, in_axes=layout.in_axes()))
 
     f_key = model_key(f)
     jac_key = model_key(jac) if callable(jac) else jac
@@ -395,4 +396,4 @@ def _build_chunked(f: Callable, spec: LargeSpec) -> Callable:
             "pcov": covariance_from_gram(JTJ, jnp.sum(counts)),
         }
 
-    return jax.jit(program)
+    return jit_program(program)

@@ -17,6 +17,7 @@ its own cache does not serialize reliably on XLA:CPU.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -40,6 +41,7 @@ from nlsq.cache import (
     executable_store_dir,
     without_jax_disk_writes,
 )
+from nlsq.program.compiler import compile_lowered, input_signature
 
 logger = logging.getLogger("nlsq")
 
@@ -55,11 +57,12 @@ class StoredProgram:
 
     Called as the jitted program is, ``program(controls, data, padded=...)``. Traced
     arguments (the program inside another transformation) go to the jitted program.
-    Each input signature gets one executable: loaded from the store, or compiled and
-    then stored.
+    Each input signature gets one executable: loaded from the store, or compiled with
+    :func:`nlsq.program.compiler.compile_lowered` and then stored. Without a
+    ``directory`` nothing is stored.
     """
 
-    def __init__(self, jitted: Callable, directory: Path) -> None:
+    def __init__(self, jitted: Callable, directory: Path | None) -> None:
         self.jitted = jitted
         self._directory = directory
         self._executables: dict[Hashable, Callable] = {}
@@ -69,7 +72,7 @@ class StoredProgram:
         leaves, treedef = jax.tree.flatten((controls, data))
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             return self.jitted(controls, data, padded=padded)
-        signature = (treedef, padded, tuple(_input_type(leaf) for leaf in leaves))
+        signature = (treedef, padded, input_signature(leaves))
         executable = self._executables.get(signature)
         if executable is None:
             with self._lock:
@@ -86,8 +89,7 @@ class StoredProgram:
         stored when it is worth it and was compiled here)."""
         start = time.perf_counter()
         traced = self.jitted.trace(controls, data, padded=padded)
-        program_text = str(traced.jaxpr)
-        path = self._path(signature[0], traced.jaxpr.consts, program_text)
+        path = self._path(signature[0], traced.jaxpr)
         executable = None if path is None else load_executable(path)
         if executable is not None:
             count_disk_load()
@@ -95,9 +97,9 @@ class StoredProgram:
         call = current_call()
         loads_before = 0 if call is None else call.disk_hits
         lowered = traced.lower()
-        # nlsq's store holds this program: JAX's cache need not hold it as well.
-        with without_jax_disk_writes():
-            executable = lowered.compile()
+        # Where nlsq's store holds this program, JAX's cache need not hold it as well.
+        with without_jax_disk_writes() if path is not None else contextlib.nullcontext():
+            executable = compile_lowered(lowered)
         worth_storing = time.perf_counter() - start >= config.get(
             "cache_config.disk_cache_min_compile_time_secs"
         )
@@ -106,10 +108,13 @@ class StoredProgram:
             store_executable(path, executable)
         return executable
 
-    def _path(self, treedef: Any, consts: list, program_text: str) -> Path | None:
-        """The file of a traced program; None for one that must not be stored: it calls
-        back into this process's Python functions, or its text holds a memory address
-        (a program of this process only)."""
+    def _path(self, treedef: Any, jaxpr: Any) -> Path | None:
+        """The file of a traced program; None without a store, or for a program that
+        must not be stored: it calls back into this process's Python functions, or its
+        text holds a memory address (a program of this process only)."""
+        if self._directory is None:
+            return None
+        program_text, consts = str(jaxpr), jaxpr.consts
         if _CALLBACK_MARK in program_text or _ADDRESS_MARK in program_text:
             return None
         digest = xxhash.xxh3_128()
@@ -123,21 +128,11 @@ class StoredProgram:
         return self._directory / f"{digest.hexdigest()}.xla"
 
 
-def _input_type(leaf: Any) -> tuple:
-    """Shape and dtype of one input (a Python scalar by its type)."""
-    dtype = getattr(leaf, "dtype", None)
-    if dtype is None:
-        return ((), type(leaf).__name__)
-    return (leaf.shape, dtype, getattr(leaf, "weak_type", False))
-
-
-def stored_program(jitted: Callable, key: Hashable | None) -> Callable:
-    """``jitted`` with its executables kept on disk, where the store is in use (nlsq's
-    own persistent cache directory, a program with a cache key); else ``jitted``."""
-    directory = None if key is None else executable_store_dir()
-    if directory is None:
-        return jitted
-    return StoredProgram(jitted, directory)
+def stored_program(jitted: Callable, key: Hashable | None) -> StoredProgram:
+    """``jitted`` compiled with nlsq's compiler options, its executables kept on disk
+    where the store is in use (nlsq's own persistent cache directory, a program with a
+    cache key)."""
+    return StoredProgram(jitted, None if key is None else executable_store_dir())
 
 
 def load_executable(path: Path) -> Callable | None:
