@@ -77,14 +77,18 @@ class CompiledProgram:
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             return self.jitted(*args)
         signature = (treedef, input_signature(leaves))
+        executable = self._executable(signature, lambda: compile_lowered(self.jitted.lower(*args)))
+        return executable(*args)
+
+    def _executable(self, signature: Hashable, make: Callable[[], Callable]) -> Callable:
+        """The executable of ``signature``, made once (threads wait for it)."""
         executable = self._executables.get(signature)
         if executable is None:
             with self._lock:
                 executable = self._executables.get(signature)
                 if executable is None:
-                    executable = compile_lowered(self.jitted.lower(*args))
-                    self._executables[signature] = executable
-        return executable(*args)
+                    executable = self._executables[signature] = make()
+        return executable
 
     def lower(self, *args: Any) -> Any:
         return self.jitted.lower(*args)

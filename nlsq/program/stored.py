@@ -24,7 +24,6 @@ import os
 import pickle
 import platform
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
@@ -41,7 +40,7 @@ from nlsq.cache import (
     executable_store_dir,
     without_jax_disk_writes,
 )
-from nlsq.program.compiler import compile_lowered, input_signature
+from nlsq.program.compiler import CompiledProgram, compile_lowered, input_signature
 
 logger = logging.getLogger("nlsq")
 
@@ -52,7 +51,7 @@ _ADDRESS_MARK = " at 0x"
 _CALLBACK_MARK = "callback"
 
 
-class StoredProgram:
+class StoredProgram(CompiledProgram):
     """A jitted single-fit program whose executables come from (and go to) the store.
 
     Called as the jitted program is, ``program(controls, data, padded=...)``. Traced
@@ -63,23 +62,17 @@ class StoredProgram:
     """
 
     def __init__(self, jitted: Callable, directory: Path | None) -> None:
-        self.jitted = jitted
+        super().__init__(jitted)
         self._directory = directory
-        self._executables: dict[Hashable, Callable] = {}
-        self._lock = threading.Lock()
 
     def __call__(self, controls: Any, data: Any, padded: bool) -> Any:
         leaves, treedef = jax.tree.flatten((controls, data))
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             return self.jitted(controls, data, padded=padded)
         signature = (treedef, padded, input_signature(leaves))
-        executable = self._executables.get(signature)
-        if executable is None:
-            with self._lock:
-                executable = self._executables.get(signature)
-                if executable is None:
-                    executable = self._load_or_compile(signature, controls, data, padded)
-                    self._executables[signature] = executable
+        executable = self._executable(
+            signature, lambda: self._load_or_compile(signature, controls, data, padded)
+        )
         return executable(controls, data)
 
     def _load_or_compile(
