@@ -222,19 +222,22 @@ def fit_batch(
                 program = batch_program(
                     f, jac, col_deriv, batch.data.sigma_kind, spec, batch.layout
                 )
-            summary, pcov = run_batch_chunks(
-                program,
-                batch.device_inputs(),
-                batch.layout,
-                batch.options,
-                batch.run,
-                length,
-                reporter,
-                workers=chunk_workers(spec.small_linalg, chunks),
+            # A list that finish_batch empties, so that it holds the only references.
+            outputs = list(
+                run_batch_chunks(
+                    program,
+                    batch.device_inputs(),
+                    batch.layout,
+                    batch.options,
+                    batch.run,
+                    length,
+                    reporter,
+                    workers=chunk_workers(spec.small_linalg, chunks),
+                )
             )
     finally:
         reporter.close()
-    return finish_batch(summary, pcov, batch, absolute_sigma, stats.summary(call), chunks)
+    return finish_batch(outputs, batch, absolute_sigma, stats.summary(call), chunks)
 
 
 def curve_fit_outputs(

@@ -148,14 +148,19 @@ def leastsq_factors(
 
 
 def finish_batch(
-    summary: np.ndarray,
-    pcov_unscaled: np.ndarray,
+    outputs: list[np.ndarray],
     batch: Any,
     absolute_sigma: bool,
     cache_stats: dict[str, Any],
     chunks: int,
 ) -> BatchResult:
-    """Scatter the fits that ran back into input order and apply ``curve_fit``'s rules."""
+    """Scatter the fits that ran back into input order and apply ``curve_fit``'s rules.
+
+    ``outputs`` (the summaries and unscaled covariances of the fits that ran) is
+    emptied: once scattered, a large batch's outputs are freed.
+    """
+    summary, pcov_unscaled = outputs
+    outputs.clear()
     n, n_fits, run, options, leastsq = (
         batch.n,
         batch.n_fits,
@@ -185,6 +190,7 @@ def finish_batch(
     cost[run] = scalars["cost"]
     optimality[run] = scalars["optimality"]
     active_mask[run] = columns["active_mask"].astype(int)
+    del summary, pcov_unscaled, columns, scalars
 
     status[status == INITIAL_NOT_FINITE] = NOT_FINITE_AT_P0
     failed = np.isin(status, (NOT_FINITE_AT_P0, INVALID_INPUT))

@@ -35,15 +35,20 @@ def scale_covariances(
     failed : array of bool, shape (...)
         Those fits (scipy warns ``OptimizeWarning`` for each).
     """
-    if xp is np:
-        pcov = np.array(pcov, dtype=float)
     failed = xp.isnan(pcov).any(axis=(-2, -1))
+    factor = 1.0
     if not absolute_sigma:
         dof = counts - n
         failed = failed | (dof <= 0)
         # Fits without degrees of freedom are all inf below, whatever this gives them.
-        pcov = pcov * (2 * cost / xp.maximum(dof, 1))[..., None, None]
-    return xp.where(failed[..., None, None], xp.inf, pcov), failed
+        factor = (2 * cost / xp.maximum(dof, 1))[..., None, None]
+    if xp is np:
+        # One copy, scaled in place: a large batch's covariances are not copied thrice.
+        pcov = np.array(pcov, dtype=float)
+        pcov *= factor
+        pcov[failed] = np.inf
+        return pcov, failed
+    return xp.where(failed[..., None, None], xp.inf, pcov * factor), failed
 
 
 def scale_covariance(
