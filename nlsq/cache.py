@@ -236,6 +236,8 @@ def _on_event(event: str, **_: Any) -> None:
 
 def _register_listeners() -> None:
     global _listeners_registered
+    if _listeners_registered:
+        return
     with _listeners_lock:
         if not _listeners_registered:
             jax.monitoring.register_event_duration_secs_listener(_on_duration_event)
@@ -348,17 +350,13 @@ def ensure_disk_cache() -> Path | None:
         return directory
 
 
-@contextlib.contextmanager
-def disk_cache_threshold() -> Iterator[None]:
-    """Cache nlsq's programs on disk even when they compile fast (this thread only)."""
-    with _jax_disk_threshold(config.get("cache_config.disk_cache_min_compile_time_secs")):
-        yield
-
-
-def without_jax_disk_writes() -> contextlib.AbstractContextManager:
-    """Compile without writing to JAX's persistent cache (this thread only): for
-    programs that nlsq stores itself."""
-    return _jax_disk_threshold(float("inf"))
+def jax_disk_writes(allowed: bool) -> contextlib.AbstractContextManager:
+    """Around a compile of one of nlsq's programs (this thread only): JAX's persistent
+    cache stores it even when it compiles fast (``allowed``), or not at all (for the
+    programs that nlsq stores itself)."""
+    if not allowed:
+        return _jax_disk_threshold(float("inf"))
+    return _jax_disk_threshold(config.get("cache_config.disk_cache_min_compile_time_secs"))
 
 
 @contextlib.contextmanager

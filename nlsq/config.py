@@ -270,7 +270,7 @@ def settings_token() -> tuple:
     equal settings, so a decision made under one token holds under an equal one."""
     if getattr(_held, "values", None) is None:
         _config_file.values()
-    return (tuple(os.environ.get(name) for name in _ENVIRONMENT_NAMES), _config_file.signature())
+    return tuple(map(os.environ.get, _ENVIRONMENT_NAMES)), _config_file.signature()
 
 
 #: The config file's values held by :func:`one_reading` (per thread).

@@ -214,3 +214,46 @@ def test_a_jax_cache_directory_set_by_the_user_is_kept(tmp_path: Path) -> None:
     assert report["cache_info"]["disk_cache_dir"] == str(users)
     assert cache_files(users)
     assert not ours.exists()
+
+
+BATCH_CHILD = textwrap.dedent(
+    """
+    import json
+
+    import jax.numpy as jnp
+    import numpy as np
+
+    import nlsq
+
+    def model(x, a, b):
+        return a * jnp.exp(-b * x)
+
+    x = np.linspace(0.0, 3.0, 16)
+    y = np.stack([2.0 * np.exp(-0.7 * x), 1.5 * np.exp(-1.2 * x)])
+    result = nlsq.curve_fit_batch(model, x, y, p0=[1.0, 1.0])
+    print(json.dumps({"popt": result.popt.tolist(), "cache_stats": result.cache_stats}))
+    """
+)
+
+
+def test_a_fast_compiling_batch_program_is_kept_on_disk(tmp_path: Path) -> None:
+    """JAX keeps only programs that compile for at least a second by default; nlsq's
+    threshold (0 s) holds for the programs it compiles through JAX's cache as well."""
+    env = {**_clean_environment(tmp_path), "NLSQ_DISK_CACHE_DIR": str(tmp_path / "cache")}
+    reports = []
+    for _ in range(2):
+        completed = subprocess.run(
+            [sys.executable, "-c", BATCH_CHILD],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        assert completed.returncode == 0, completed.stderr
+        reports.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    cold, second = (report["cache_stats"] for report in reports)
+    assert cold["compiles"] >= 1 and not cold["disk_hit"]
+    assert second["disk_hit"] is True and second["compiles"] == 0
+    np.testing.assert_allclose(reports[1]["popt"], [[2.0, 0.7], [1.5, 1.2]], rtol=1e-8)
+    assert reports[1]["popt"] == reports[0]["popt"]

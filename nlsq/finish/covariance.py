@@ -16,9 +16,9 @@ def scale_covariances(
     ----------
     pcov : array, shape (..., n, n)
         Unscaled covariances (NaN where they could not be computed).
-    cost : array, shape (...)
+    cost : array or float, shape (...)
         Half the sum of squares of each fit, so ``chi2 = 2 * cost``.
-    counts : array, shape (...)
+    counts : array or int, shape (...)
         Residuals of each fit.
     n : int
         Parameters.
@@ -43,10 +43,11 @@ def scale_covariances(
         # Fits without degrees of freedom are all inf below, whatever this gives them.
         factor = (2 * cost / xp.maximum(dof, 1))[..., None, None]
     if xp is np:
-        # One copy, scaled in place: a large batch's covariances are not copied thrice.
-        pcov = np.array(pcov, dtype=float)
-        pcov *= factor
-        pcov[failed] = np.inf
+        # One float64 copy, written in place: a large batch's covariances are not
+        # copied thrice.
+        pcov = np.multiply(pcov, factor, dtype=float)
+        if failed.any():
+            pcov[failed] = np.inf
         return pcov, failed
     return xp.where(failed[..., None, None], xp.inf, pcov * factor), failed
 
@@ -55,11 +56,5 @@ def scale_covariance(
     pcov: np.ndarray, cost: float, count: int, n: int, absolute_sigma: bool
 ) -> tuple[np.ndarray, bool]:
     """:func:`scale_covariances` of one fit."""
-    scaled, failed = scale_covariances(
-        np.asarray(pcov, dtype=float)[None],
-        np.asarray([cost]),
-        np.asarray([count]),
-        n,
-        absolute_sigma,
-    )
-    return scaled[0], bool(failed[0])
+    scaled, failed = scale_covariances(pcov, cost, count, n, absolute_sigma)
+    return scaled, bool(failed)

@@ -15,6 +15,8 @@ from typing import Any
 
 import jax
 
+from nlsq.cache import jax_disk_writes
+
 logger = logging.getLogger("nlsq")
 
 #: XLA:CPU's MLIR fusion emitters (its default) take about twice as long as its
@@ -30,20 +32,25 @@ _UNKNOWN_OPTION = "No such compile option"
 _accepted: dict[str, dict[str, Any] | None] = {"options": PROGRAM_COMPILER_OPTIONS}
 
 
-def compile_lowered(lowered: Any) -> Any:
+def compile_lowered(lowered: Any, jax_cache: bool = True) -> Any:
     """``lowered`` (a ``jax.stages.Lowered``) compiled with
     :data:`PROGRAM_COMPILER_OPTIONS`, or without them where this XLA does not know one
-    (then never tried again in this process)."""
-    options = _accepted["options"]
-    if options is not None:
-        try:
-            return lowered.compile(dict(options))
-        except jax.errors.JaxRuntimeError as error:
-            if _UNKNOWN_OPTION not in str(error):
-                raise
-            logger.debug("compiling without %s: %s", options, error)
-            _accepted["options"] = None
-    return lowered.compile()
+    (then never tried again in this process).
+
+    With ``jax_cache`` JAX's persistent cache keeps the executable whatever its compile
+    time (above nlsq's own threshold); without, it keeps nothing (nlsq stores it).
+    """
+    with jax_disk_writes(jax_cache):
+        options = _accepted["options"]
+        if options is not None:
+            try:
+                return lowered.compile(dict(options))
+            except jax.errors.JaxRuntimeError as error:
+                if _UNKNOWN_OPTION not in str(error):
+                    raise
+                logger.debug("compiling without %s: %s", options, error)
+                _accepted["options"] = None
+        return lowered.compile()
 
 
 def input_signature(leaves: list) -> tuple:

@@ -7,28 +7,23 @@ from collections.abc import Iterator
 
 import jax
 
-from nlsq.cache import CallStats, disk_cache_threshold, ensure_disk_cache, track_compiles
+from nlsq.cache import CallStats, ensure_disk_cache, track_compiles
 from nlsq.errors import out_of_memory_advice, plain_input_errors
 
 
 def _device_contexts(advice: str) -> tuple:
     """64-bit mode (thread-local, so nlsq's own calls only), trace-time input errors as
-    scipy's plain exceptions, out-of-memory errors as :class:`nlsq.FitMemoryError` with
-    ``advice``, and the disk cache's compile-time threshold."""
-    return (
-        jax.enable_x64(True),
-        plain_input_errors(),
-        out_of_memory_advice(advice),
-        disk_cache_threshold(),
-    )
+    scipy's plain exceptions and out-of-memory errors as :class:`nlsq.FitMemoryError`
+    with ``advice``."""
+    return jax.enable_x64(True), plain_input_errors(), out_of_memory_advice(advice)
 
 
 @contextlib.contextmanager
 def device_scope(advice: str) -> Iterator[None]:
     """Around each dispatch into a compiled program and each fetch of its results
     (see :func:`_device_contexts`)."""
-    x64, plain_errors, memory_advice, disk_threshold = _device_contexts(advice)
-    with x64, plain_errors, memory_advice, disk_threshold:
+    x64, plain_errors, memory_advice = _device_contexts(advice)
+    with x64, plain_errors, memory_advice:
         yield
 
 
@@ -45,6 +40,6 @@ def program_run(advice: str) -> Iterator[CallStats]:
     """:func:`counted_run` and :func:`device_scope` together, for a single call (one
     level of context managers: this runs on every fit)."""
     ensure_disk_cache()
-    x64, plain_errors, memory_advice, disk_threshold = _device_contexts(advice)
-    with x64, plain_errors, memory_advice, disk_threshold, track_compiles() as call:
+    x64, plain_errors, memory_advice = _device_contexts(advice)
+    with x64, plain_errors, memory_advice, track_compiles() as call:
         yield call

@@ -93,8 +93,7 @@ class DeviceSparse:
 
 def unpack_summary(summary: np.ndarray, fun: DeviceRows, jac: DeviceRows, n: int) -> TRFResult:
     x, grad, active_mask = summary[:n], summary[n : 2 * n], summary[2 * n : 3 * n]
-    scalars = summary[3 * n :]
-    values = dict(zip(SCALAR_FIELDS, scalars, strict=True))
+    values = dict(zip(SCALAR_FIELDS, summary[3 * n :].tolist(), strict=True))
     for name in ("nfev", "njev", "status"):
         values[name] = int(values[name])
     return TRFResult(

@@ -17,7 +17,6 @@ its own cache does not serialize reliably on XLA:CPU.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
@@ -38,7 +37,6 @@ from nlsq.cache import (
     count_disk_load,
     current_call,
     executable_store_dir,
-    without_jax_disk_writes,
 )
 from nlsq.program.compiler import CompiledProgram, compile_lowered, input_signature
 
@@ -91,8 +89,7 @@ class StoredProgram(CompiledProgram):
         loads_before = 0 if call is None else call.disk_hits
         lowered = traced.lower()
         # Where nlsq's store holds this program, JAX's cache need not hold it as well.
-        with without_jax_disk_writes() if path is not None else contextlib.nullcontext():
-            executable = compile_lowered(lowered)
+        executable = compile_lowered(lowered, jax_cache=path is None)
         worth_storing = time.perf_counter() - start >= config.get(
             "cache_config.disk_cache_min_compile_time_secs"
         )
