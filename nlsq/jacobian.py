@@ -10,7 +10,7 @@ falls back to reverse mode for models that only define a reverse-mode rule
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -19,6 +19,7 @@ from jax import Array, lax
 
 from nlsq import config
 from nlsq.errors import TraceTimeInputError
+from nlsq.jaxprs import all_equations
 
 logger = logging.getLogger("nlsq")
 
@@ -66,26 +67,12 @@ def _forward_unsupported(fun: Callable[[Array], Array], x0: Array) -> bool:
     return False
 
 
-def _primitive_names(jaxpr: Any) -> Iterator[str]:
-    """The names of the primitives in ``jaxpr`` and in the jaxprs its equations hold."""
-    from jax.extend import core  # at the first trace: importing nlsq leaves it out
-
-    for eqn in jaxpr.eqns:
-        yield eqn.primitive.name
-        for value in eqn.params.values():
-            for inner in value if isinstance(value, tuple | list) else (value,):
-                if isinstance(inner, core.ClosedJaxpr):
-                    yield from _primitive_names(inner.jaxpr)
-                elif isinstance(inner, core.Jaxpr):
-                    yield from _primitive_names(inner)
-
-
 def _recomputes_when_fused(fun: Callable[[Array], Array], x: Array) -> bool:
     """Whether XLA would recompute ``fun``'s costly elementwise work per Jacobian column."""
     if jax.default_backend() != "cpu":
         return False
     jaxpr = jax.make_jaxpr(fun)(jax.ShapeDtypeStruct(x.shape, x.dtype)).jaxpr
-    return not RECOMPUTED_ON_CPU.isdisjoint(_primitive_names(jaxpr))
+    return not RECOMPUTED_ON_CPU.isdisjoint(eqn.primitive.name for eqn in all_equations(jaxpr))
 
 
 def forward_jacobian(fun: Callable[..., Array]) -> Callable[..., Array]:

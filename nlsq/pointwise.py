@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nlsq.jaxprs import all_equations
+
 if TYPE_CHECKING:
     # jax.extend takes ~15 ms to import; only the jaxpr checks need it.
     from jax.extend.core import Jaxpr
@@ -71,14 +73,13 @@ def _literals(jaxpr: Jaxpr) -> list:
     """Primitive names and literal constants, in order, sub-jaxprs included."""
     from jax.extend.core import Literal
 
-    found = []
-    for eqn in jaxpr.eqns:
-        values = [np.asarray(v.val).tolist() for v in eqn.invars if isinstance(v, Literal)]
-        found.append((eqn.primitive.name, repr(values)))
-        for inner in eqn.params.values():
-            if hasattr(inner, "eqns") or hasattr(inner, "jaxpr"):
-                found.extend(_literals(getattr(inner, "jaxpr", inner)))
-    return found
+    return [
+        (
+            eqn.primitive.name,
+            repr([np.asarray(v.val).tolist() for v in eqn.invars if isinstance(v, Literal)]),
+        )
+        for eqn in all_equations(jaxpr)
+    ]
 
 
 def _statically_pointwise(f: Callable, probe: np.ndarray, p0: np.ndarray) -> bool:

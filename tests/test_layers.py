@@ -21,6 +21,7 @@ LAYERS = (
     (
         "numerics",
         (
+            "nlsq.jaxprs",
             "nlsq.bounds",
             "nlsq.loss",
             "nlsq.finite_diff",

@@ -26,6 +26,8 @@ NOT_POINTWISE = {
     "reversed": lambda x, a, b: a * x[::-1] + b,
     "sum": lambda x, a, b: a * jnp.sum(x) + b * x,
     "scalar": lambda x, a, b: a + b,
+    # The length sits in one branch of a conditional on the parameters alone.
+    "size in a branch": lambda x, a, b: a * x + jax.lax.cond(b > 0, lambda: b / x.size, lambda: b),
 }
 
 
@@ -59,3 +61,21 @@ def test_two_predictors_use_the_numeric_probe() -> None:
 def test_a_model_that_fails_on_a_slice_is_not_padded() -> None:
     weights = np.ones(X.size)  # has the data's full length: breaks on any slice
     assert not acts_pointwise(lambda x, a, b: a * weights * x + b, X, P)
+
+
+def test_a_model_reading_the_length_in_a_branch_fits_as_scipy() -> None:
+    """Padded to its size bucket, the model would divide by the bucket's length."""
+    from scipy.optimize import curve_fit as scipy_curve_fit
+
+    import nlsq
+
+    def model(x, a, b):
+        return a * x + jax.lax.cond(b > 0, lambda: b / x.size, lambda: b)
+
+    def numpy_model(x, a, b):
+        return a * x + (b / x.size if b > 0 else b)
+
+    y = numpy_model(X, 1.5, 2.0) + 0.01 * np.sin(13 * X)
+    popt, _ = nlsq.curve_fit(model, X, y, p0=[1.0, 1.0])
+    expected, _ = scipy_curve_fit(numpy_model, X, y, p0=[1.0, 1.0])
+    np.testing.assert_allclose(popt, expected, rtol=1e-6)
