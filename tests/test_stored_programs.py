@@ -131,6 +131,17 @@ def test_without_a_disk_cache_programs_compile_and_nothing_is_stored(
     np.testing.assert_array_equal(traced, [0, 1, 2])
 
 
+def test_a_stored_program_lowers_with_its_static_argument() -> None:
+    jitted = jax.jit(
+        lambda controls, data, padded: controls * data + (1.0 if padded else 0.0),
+        static_argnames="padded",
+    )
+    program = stored.StoredProgram(jitted, None)
+    for padded, expected in ((False, [0, 1, 2]), (True, [1, 2, 3])):
+        compiled = program.lower(np.ones(3), np.arange(3.0), padded=padded).compile()
+        np.testing.assert_array_equal(compiled(np.ones(3), np.arange(3.0)), expected)
+
+
 _HELPER_SCRIPT = textwrap.dedent(
     """
     import json, sys

@@ -73,6 +73,10 @@ class StoredProgram(CompiledProgram):
         )
         return executable(controls, data)
 
+    def lower(self, controls: Any, data: Any, padded: bool) -> Any:
+        """The jitted program lowered for these arguments (``padded`` is static)."""
+        return self.jitted.lower(controls, data, padded=padded)
+
     def _load_or_compile(
         self, signature: tuple, controls: Any, data: Any, padded: bool
     ) -> Callable:
