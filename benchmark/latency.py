@@ -5,7 +5,8 @@ jaxopt``, part of the ``bench`` extra) jaxopt's jitted Levenberg-Marquardt besid
 
 * hot: for each model and size, nlsq, scipy (its default, 'lm') and jaxopt alternate on
   fresh data of the same shape; medians, and each ratio to scipy;
-* program: the compiled nlsq program alone, called with the same inputs, so that
+* program: the compiled nlsq program alone, called after each nlsq call on that call's
+  host inputs (transfers included) in the same interleaved rounds, so that
   ``hot - program`` is the Python overhead of a call;
 * loop: a Python loop over a reused ``CurveFit`` on 64-point fits, against scipy's loop
   and jaxopt's, in fits per second;
@@ -22,6 +23,7 @@ Run from the repository root on a quiet machine::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -31,7 +33,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +70,8 @@ def _time(call: Callable[[], object]) -> float:
 
 
 def hot_case(problem: Problem, n: int, budget: float, seed: int = 0) -> dict:
-    """Interleaved hot medians (seconds) of nlsq, scipy and jaxopt for one problem."""
+    """Interleaved hot medians (seconds) of nlsq, scipy and jaxopt for one problem, and
+    of nlsq's compiled program alone on the inputs of each nlsq call (``program``)."""
     rng = np.random.default_rng(seed)
     x = np.linspace(*problem.x_range, n)
     p0 = np.asarray(problem.p0, float)
@@ -79,18 +82,18 @@ def hot_case(problem: Problem, n: int, budget: float, seed: int = 0) -> dict:
     }
     if run_jaxopt is not None:
         calls["jaxopt"] = lambda y: _with_x64(run_jaxopt, p0, x, y)
-    for call in calls.values():  # compile and warm up
-        for _ in range(3):
-            jax.block_until_ready(call(make_data(problem, x, rng)))
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    start = time.perf_counter()
-    while time.perf_counter() - start < budget or len(times["nlsq"]) < 7:
-        y = make_data(problem, x, rng)
-        for name, call in calls.items():
-            times[name].append(_time(lambda call=call, y=y: call(y)))
-    result = {name: statistics.median(values) for name, values in times.items()}
-    result["program"] = program_time(problem, x, make_data(problem, x, rng), budget / 4)
-    return result
+    with program_calls() as last_program:
+        for call in calls.values():  # compile and warm up
+            for _ in range(3):
+                jax.block_until_ready(call(make_data(problem, x, rng)))
+        times: dict[str, list[float]] = {name: [] for name in (*calls, "program")}
+        start = time.perf_counter()
+        while time.perf_counter() - start < budget or len(times["nlsq"]) < 7:
+            y = make_data(problem, x, rng)
+            for name, call in calls.items():
+                times[name].append(_time(lambda call=call, y=y: call(y)))
+            times["program"].append(_time(last_program[0]))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _with_x64(function: Callable, *args: object) -> object:
@@ -99,32 +102,30 @@ def _with_x64(function: Callable, *args: object) -> object:
         return function(*(jnp.asarray(a) for a in args))
 
 
-def program_time(problem: Problem, x: np.ndarray, y: np.ndarray, budget: float) -> float:
-    """Median time of nlsq's compiled program alone, for the last fit's inputs."""
+@contextlib.contextmanager
+def program_calls() -> Iterator[list[Callable[[], object]]]:
+    """While open, ``holder[0]`` calls the compiled program of the last in-memory fit
+    again on the same host inputs (transfers included, as in the fit)."""
     from nlsq.execute import dense
 
-    captured = {}
+    holder: list[Callable[[], object]] = [lambda: None]
     original = dense.run_program
 
     def spy(program, inputs, data, n_residuals=None):
-        captured["call"] = (program, inputs, data, n_residuals)
+        controls, padded = inputs.packed(n_residuals), n_residuals is not None
+
+        def again() -> object:
+            with jax.enable_x64(True):
+                return program(controls, data, padded=padded)
+
+        holder[0] = again
         return original(program, inputs, data, n_residuals)
 
     dense.run_program = spy
     try:
-        nlsq.curve_fit(problem.f_jnp, x, y, p0=problem.p0)
+        yield holder
     finally:
         dense.run_program = original
-    program, inputs, data, n_residuals = captured["call"]
-    with jax.enable_x64(True):
-        controls = jax.device_put(inputs.packed(n_residuals))
-        data = jax.device_put(data)
-        padded = n_residuals is not None
-        times = []
-        start = time.perf_counter()
-        while time.perf_counter() - start < budget or len(times) < 7:
-            times.append(_time(lambda: program(controls, data, padded=padded)))
-    return statistics.median(times)
 
 
 def loop_rates(fits: int, seed: int = 0) -> dict[str, float]:
@@ -296,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1e2,1e3,1e4,1e5")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per hot case")
     parser.add_argument("--loop-fits", type=int, default=2000)
-    parser.add_argument("--fresh", type=int, default=3, help="fresh-process samples")
+    parser.add_argument(
+        "--fresh", type=int, default=3, help="fresh-process samples (0: no first-fit table)"
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     load = os.getloadavg()
@@ -309,10 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     print("## Loop of 64-point Gaussian fits\n\n| loop | fits/s | vs scipy |\n|---|---|---|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:,.0f} | {rate / rates['scipy']:.2f} |")
-    first, first_results = first_fit_table(args.fresh)
-    print("\n## First fit in a fresh process (n = 1000, medians)\n\n" + first)
-    overhead = import_overhead(args.fresh)
-    print(f"\n`import nlsq` after `import jax`: {overhead:.3f} s")
+    first_results, overhead = None, None
+    if args.fresh > 0:
+        first, first_results = first_fit_table(args.fresh)
+        print("\n## First fit in a fresh process (n = 1000, medians)\n\n" + first)
+        overhead = import_overhead(args.fresh)
+        print(f"\n`import nlsq` after `import jax`: {overhead:.3f} s")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
     if args.json:
         with open(args.json, "w") as handle:
