@@ -240,6 +240,15 @@ def fit_dense(
     return outputs, options
 
 
+def program_data(
+    xdata: Any, ydata: np.ndarray, transform: np.ndarray | None, real: type[np.floating]
+) -> tuple:
+    """``(xdata, ydata, transform)`` as a single-fit program takes them: the values in
+    the working dtype (copied only to convert; the program never writes its inputs)."""
+    weights = None if transform is None else transform.astype(real, copy=False)
+    return xdata, ydata.astype(real, copy=False), weights
+
+
 def dense_outputs(raw: TRFResult, pcov: Any, cache_stats: dict) -> dict[str, Any]:
     """A single fit's outputs, for :func:`nlsq.finish.assemble.finish_fit`."""
     factors = None
@@ -294,7 +303,7 @@ def _solve_traced(
         )
     if bucketed is not None:
         (xdata, ydata, transform), n_residuals = bucketed
-    data = (xdata, ydata.astype(real), None if transform is None else transform.astype(real))
+    data = program_data(xdata, ydata, transform, real)
 
     def build():
         residual = model_residual(traced_model(f), prepared.sigma_kind)
@@ -364,7 +373,7 @@ def rerun_dense(
             xdata, ydata, transform = pad_to_bucket(
                 xdata, ydata, plan.sigma_kind, transform, plan.bucket
             )
-    data = (xdata, ydata.astype(real), None if transform is None else transform.astype(real))
+    data = program_data(xdata, ydata, transform, real)
     raw, pcov, cache_stats = run_dense(plan.program, options, data, n_residuals)
     return dense_outputs(raw, pcov, cache_stats), options
 
