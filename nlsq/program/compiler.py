@@ -37,8 +37,9 @@ def compile_lowered(lowered: Any, jax_cache: bool = True) -> Any:
     :data:`PROGRAM_COMPILER_OPTIONS`, or without them where this XLA does not know one
     (then never tried again in this process).
 
-    With ``jax_cache`` JAX's persistent cache keeps the executable whatever its compile
-    time (above nlsq's own threshold); without, it keeps nothing (nlsq stores it).
+    With ``jax_cache`` JAX's persistent cache keeps the executable when its compile time
+    reaches nlsq's threshold (``cache_config.disk_cache_min_compile_time_secs``, 0 by
+    default) instead of JAX's; without, it keeps nothing (nlsq stores the executable).
     """
     with jax_disk_writes(jax_cache):
         options = _accepted["options"]
