@@ -78,11 +78,11 @@ def _clean_environment(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def run_child(tmp_path: Path, **variables: str) -> dict:
-    """Run :data:`CHILD` with ``variables`` added to a clean environment."""
-    env = {**_clean_environment(tmp_path), **variables}
+def child_report(script: str, env: dict[str, str]) -> dict:
+    """Run ``script`` in a fresh interpreter; its last line of output, a JSON report,
+    with its ``stderr`` added."""
     completed = subprocess.run(
-        [sys.executable, "-W", "default", "-c", CHILD],
+        [sys.executable, "-W", "default", "-c", script],
         capture_output=True,
         text=True,
         env=env,
@@ -92,6 +92,12 @@ def run_child(tmp_path: Path, **variables: str) -> dict:
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     report["stderr"] = completed.stderr
+    return report
+
+
+def run_child(tmp_path: Path, **variables: str) -> dict:
+    """Run :data:`CHILD` with ``variables`` added to a clean environment."""
+    report = child_report(CHILD, {**_clean_environment(tmp_path), **variables})
     np.testing.assert_allclose(report["popt"], P_TRUE, rtol=0.02)
     return report
 
@@ -240,18 +246,7 @@ def test_a_fast_compiling_batch_program_is_kept_on_disk(tmp_path: Path) -> None:
     """JAX keeps only programs that compile for at least a second by default; nlsq's
     threshold (0 s) holds for the programs it compiles through JAX's cache as well."""
     env = {**_clean_environment(tmp_path), "NLSQ_DISK_CACHE_DIR": str(tmp_path / "cache")}
-    reports = []
-    for _ in range(2):
-        completed = subprocess.run(
-            [sys.executable, "-c", BATCH_CHILD],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-            check=False,
-        )
-        assert completed.returncode == 0, completed.stderr
-        reports.append(json.loads(completed.stdout.strip().splitlines()[-1]))
+    reports = [child_report(BATCH_CHILD, env) for _ in range(2)]
     cold, second = (report["cache_stats"] for report in reports)
     assert cold["compiles"] >= 1 and not cold["disk_hit"]
     assert second["disk_hit"] is True and second["compiles"] == 0

@@ -6,7 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.optimize import curve_fit as scipy_curve_fit
 
+import nlsq
 from nlsq.pointwise import _statically_pointwise, acts_pointwise
 
 X = np.linspace(0.1, 1.0, 100)
@@ -65,9 +67,6 @@ def test_a_model_that_fails_on_a_slice_is_not_padded() -> None:
 
 def test_a_model_reading_the_length_in_a_branch_fits_as_scipy() -> None:
     """Padded to its size bucket, the model would divide by the bucket's length."""
-    from scipy.optimize import curve_fit as scipy_curve_fit
-
-    import nlsq
 
     def model(x, a, b):
         return a * x + jax.lax.cond(b > 0, lambda: b / x.size, lambda: b)
